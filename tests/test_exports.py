@@ -1,0 +1,91 @@
+"""Repo-wide checks on the generated exp/ modules and the committed notebooks."""
+import ast
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = sorted((ROOT / 'exp').glob('nb_*.py'))
+NOTEBOOKS = sorted((ROOT / 'nbs').glob('[0-9]*.ipynb'))
+
+
+def _defined_names(path: Path) -> dict[str, int]:
+    "Top-level names a module defines (def, class, assignment), with their line numbers."
+    names = {}
+    for node in ast.parse(path.read_text(encoding='utf-8')).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names[node.name] = node.lineno
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for n in ast.walk(t):
+                    if isinstance(n, ast.Name): names[n.id] = node.lineno
+    return names
+
+
+def test_exp_in_sync_with_notebooks():
+    r = subprocess.run([sys.executable, str(ROOT / 'notebook2script.py'), '--check'],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, f"exp/ is out of sync; run `python notebook2script.py`:\n{r.stdout}{r.stderr}"
+
+
+def test_there_are_modules_and_notebooks():
+    assert len(NOTEBOOKS) >= 1 and len(MODULES) >= 1
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
+def test_module_imports(path):
+    importlib.import_module(f'exp.{path.stem}')
+
+
+def test_no_name_defined_in_two_modules():
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in MODULES:
+        for name, line in _defined_names(path).items():
+            if name.startswith('__'): continue
+            if name in seen: clashes.append(f"{name}: {seen[name]} and {path.name}:{line}")
+            else: seen[name] = f"{path.name}:{line}"
+    assert not clashes, "names defined in more than one module:\n" + '\n'.join(clashes)
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
+def test_public_functions_and_classes_have_docstrings(path):
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    missing = [f"{path.name}:{n.lineno} {n.name}" for n in tree.body
+               if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+               and not n.name.startswith('_')
+               and not (ast.get_docstring(n) or '').strip()]
+    assert not missing, "exported without a docstring:\n" + '\n'.join(missing)
+
+
+@pytest.mark.parametrize('path', MODULES[1:], ids=lambda p: p.stem)
+def test_modules_chain_to_an_earlier_one(path):
+    src = path.read_text(encoding='utf-8')
+    earlier = [m.stem for m in MODULES if m.stem < path.stem]
+    found = re.findall(r'^from exp\.(nb_\w+) import \*', src, flags=re.M)
+    assert found and found[0] in earlier, f"{path.name} should start from an earlier module, found {found}"
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_valid_and_executed(path):
+    nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    assert nb.nbformat == 4
+    nbformat.validate(nb)
+    counts = [c.execution_count for c in nb.cells if c.cell_type == 'code']
+    assert all(c is not None for c in counts), f"{path.name}: committed without running every code cell"
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: not run top to bottom in one fresh kernel"
+    assert set(nb.metadata) <= {'kernelspec', 'language_info'}, f"{path.name}: extra metadata {set(nb.metadata)}"
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_no_machine_paths(path):
+    text = path.read_text(encoding='utf-8')
+    bad = sorted(set(re.findall(r'(?:/work/|/root/|/home/|/tmp/|[A-Z]:\\\\Users)[^\s"\']*', text)))
+    assert not bad, f"{path.name} contains machine-specific paths: {bad[:5]}"
