@@ -1,0 +1,221 @@
+"""Tests for exp.nb_05: schedules, combine_scheds, ParamScheduler, Recorder and the LR finder (tiny synthetic data)."""
+import math
+
+import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from exp.nb_05 import (Callback, DataBunch, DataLoader, Dataset, Learner, LR_Find, ParamScheduler, Recorder, Sampler,
+                       combine_scheds, find_lr, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no,
+                       sched_one_cycle)
+
+
+def make_learner(cbs=None, lr=0.1, n_train=32, n_valid=16, bs=8, groups=False, momentum=0.):
+    "A linear 2-class model on separable synthetic data; 4 training batches, 2 validation batches by default."
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_train + n_valid, 5, generator=g)
+    y = (x[:, 0] - x[:, 2] > 0).long()
+    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    data = DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    params = [{'params': [model.weight]}, {'params': [model.bias]}] if groups else model.parameters()
+    return Learner(model, torch.optim.SGD(params, lr=lr, momentum=momentum), F.cross_entropy, data, cbs=cbs)
+
+
+# ------------------------------------------------------------------ schedules
+
+@pytest.mark.parametrize('maker', [sched_lin, sched_cos, sched_exp])
+def test_schedules_end_points(maker):
+    f = maker(0.5, 8.)
+    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(8.)
+
+
+def test_schedule_midpoints():
+    assert sched_lin(1, 3)(0.5) == pytest.approx(2)
+    assert sched_lin(3, 1)(0.25) == pytest.approx(2.5)
+    assert sched_cos(1, 3)(0.5) == pytest.approx(2)
+    assert sched_cos(0, 1)(0.25) == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
+    assert sched_exp(1, 100)(0.5) == pytest.approx(10)
+    assert [sched_no(4, 9)(p) for p in (0, 0.3, 1)] == [4, 4, 4]
+
+
+def test_sched_cos_is_flat_at_the_ends():
+    f, eps = sched_cos(0, 1), 1e-3
+    assert f(eps) - f(0) < 1e-5 and f(1) - f(1 - eps) < 1e-5
+    assert f(0.5 + eps) - f(0.5 - eps) == pytest.approx(math.pi / 2 * 2 * eps, rel=1e-3)
+
+
+def test_sched_exp_needs_positive_values():
+    for a, b in [(0, 1), (1, 0), (-1, 1)]:
+        with pytest.raises(ValueError, match='start > 0 and end > 0'): sched_exp(a, b)
+
+
+# ------------------------------------------------------------------ combine_scheds
+
+def test_combine_scheds_phases_and_boundaries():
+    f = combine_scheds([0.25, 0.25, 0.5], [sched_lin(0, 1), sched_no(5, 0), sched_cos(1, 3)])
+    assert f(0) == 0 and f(0.125) == pytest.approx(0.5)
+    assert f(0.25 - 1e-12) == pytest.approx(1)          # end of phase 0
+    assert f(0.25) == 5 and f(0.49) == 5                # phase 1 starts exactly at its boundary
+    assert f(0.5) == pytest.approx(1)                   # phase 2 at its own pos 0
+    assert f(0.75) == pytest.approx(2) and f(1) == pytest.approx(3)
+
+
+def test_combine_scheds_single_and_zero_width_phases():
+    assert combine_scheds([1], [sched_lin(2, 4)])(0.5) == pytest.approx(3)
+    f = combine_scheds([0.5, 0., 0.5], [sched_lin(0, 1), sched_no(99, 99), sched_lin(10, 20)])
+    assert f(0.5) == pytest.approx(10) and f(1) == pytest.approx(20)
+    assert 99 not in [f(i / 100) for i in range(101)]
+    g = combine_scheds([1., 0.], [sched_lin(0, 1), sched_no(99, 99)])
+    assert g(1) == pytest.approx(1)
+
+
+def test_combine_scheds_accepts_float_rounding():
+    f = combine_scheds([0.1] * 10, [sched_lin(i, i + 1) for i in range(10)])
+    assert f(1) == pytest.approx(10) and f(0.55) == pytest.approx(5.5)
+
+
+@pytest.mark.parametrize('pcts,n,msg', [
+    ([0.3, 0.6], 2, 'add up to 1'),
+    ([0.5, 0.6], 2, 'add up to 1'),
+    ([1.5, -0.5], 2, 'must not be negative'),
+    ([0.5, 0.5], 1, 'one pct per schedule'),
+    ([1.0], 2, 'one pct per schedule'),
+    ([], 0, 'no phases'),
+    ([float('nan'), 1.], 2, 'must not be negative'),
+])
+def test_combine_scheds_errors(pcts, n, msg):
+    with pytest.raises(ValueError, match=msg): combine_scheds(pcts, [sched_lin(0, 1)] * n)
+
+
+def test_combine_scheds_rejects_non_functions_and_bad_pos():
+    with pytest.raises(TypeError, match='function of pos'): combine_scheds([1.], [0.5])
+    f = combine_scheds([1.], [sched_lin(0, 1)])
+    for pos in (-0.1, 1.01):
+        with pytest.raises(ValueError, match=r'\[0, 1\]'): f(pos)
+
+
+def test_sched_one_cycle():
+    f = sched_one_cycle(0.1, 1., 0.001, pct_start=0.25)
+    assert [f(0), f(0.25), f(1)] == pytest.approx([0.1, 1., 0.001])
+    assert f(0.125) == pytest.approx(0.55) and f(0.625) == pytest.approx((1 + 0.001) / 2)
+    assert max(f(i / 1000) for i in range(1001)) == pytest.approx(1.)
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match='pct_start'): sched_one_cycle(0.1, 1, 0.1, pct_start=bad)
+
+
+# ------------------------------------------------------------------ ParamScheduler and Recorder
+
+def test_param_scheduler_sets_lr_each_batch():
+    sched = sched_lin(1.0, 0.0)
+    learn = make_learner(cbs=Recorder())
+    learn.fit(2, cbs=ParamScheduler('lr', sched))
+    lrs = learn.recorder.lrs[0]
+    assert len(lrs) == 8 == len(learn.recorder.losses)       # 4 training batches x 2 epochs, no validation batches
+    assert lrs == pytest.approx([sched(i / 8) for i in range(8)])
+
+
+def test_param_scheduler_per_group_and_momentum():
+    learn = make_learner(cbs=Recorder(hypers=('lr', 'momentum')), groups=True)
+    cbs = [ParamScheduler('lr', [sched_no(0.3, 0.3), sched_lin(0.2, 0.)]),
+           ParamScheduler('momentum', sched_lin(0., 0.9))]
+    learn.fit(1, cbs=cbs)
+    rec = learn.recorder
+    assert rec.lrs[0] == pytest.approx([0.3] * 4) and rec.lrs[1] == pytest.approx([0.2, 0.15, 0.1, 0.05])
+    assert rec.vals['momentum'][0] == pytest.approx([0, 0.225, 0.45, 0.675])
+    # the scheduled momentum really reached the optimizer: SGD kept momentum buffers
+    assert all(learn.opt.state[p].get('momentum_buffer') is not None for p in learn.model.parameters())
+
+
+def test_param_scheduler_names_and_errors():
+    cbs = one_cycle_cbs(0.5, moms=(0.95, 0.85, 0.95))
+    assert [cb.name for cb in cbs] == ['lr_sched', 'momentum_sched']
+    learn = make_learner()
+    with pytest.raises(ValueError, match="no hyper-parameter 'mom'"): learn.fit(1, cbs=ParamScheduler('mom', sched_no(1, 1)))
+    with pytest.raises(ValueError, match='2 schedules for 1 parameter groups'):
+        learn.fit(1, cbs=ParamScheduler('lr', [sched_no(1, 1)] * 2))
+
+
+def test_one_cycle_training_follows_schedule():
+    learn = make_learner(cbs=Recorder(), n_train=80)          # 10 batches per epoch
+    learn.fit(2, cbs=one_cycle_cbs(0.5, pct_start=0.3))
+    lrs = learn.recorder.lrs[0]
+    assert lrs[0] == pytest.approx(0.5 / 25) and lrs[6] == pytest.approx(0.5)   # batch 6 of 20 is at pos 0.3
+    assert lrs[-1] == pytest.approx(sched_cos(0.5, 0.5e-4)(13 / 14))
+    assert max(range(20), key=lrs.__getitem__) == 6
+
+
+def test_recorder_plots():
+    learn = make_learner(cbs=Recorder())
+    learn.fit(1, cbs=ParamScheduler('lr', sched_exp(0.01, 1.)))
+    for ax in (learn.recorder.plot_hyper(), learn.recorder.plot_loss(skip_last=1), learn.recorder.plot()):
+        assert len(ax.lines) == 1
+    assert len(learn.recorder.plot_loss(skip_last=1).lines[0].get_xdata()) == 3
+    plt.close('all')
+
+
+def test_short_fit_with_schedule_lowers_the_loss():
+    learn = make_learner(cbs=Recorder(), n_train=64)
+    x, y = learn.data.train_ds.x, learn.data.train_ds.y
+    with torch.no_grad(): before = F.cross_entropy(learn.model(x), y).item()
+    learn.fit(4, cbs=one_cycle_cbs(1.))
+    with torch.no_grad(): after = F.cross_entropy(learn.model(x), y).item()
+    assert after < 0.7 * before
+
+
+# ------------------------------------------------------------------ LR finder
+
+class CountValid(Callback):
+    def __init__(self): self.n = 0
+    def after_batch(self):
+        if not self.run.in_train: self.n += 1
+
+
+def test_lr_find_stops_when_loss_explodes():
+    learn = make_learner()
+    cv = CountValid()
+    finder = LR_Find(max_iter=100, min_lr=1e-3, max_lr=1e5)
+    learn.fit(100, cbs=[finder, cv])
+    assert finder.diverged and len(finder.losses) < 100
+    assert finder.smooth_losses[-1] > 4 * min(finder.smooth_losses[:-1])
+    assert learn.n_iter == len(finder.losses) - 1          # the exploding batch was not stepped
+    assert cv.n == 0                                        # validation is skipped during the sweep
+
+
+def test_lr_find_runs_max_iter_without_explosion():
+    learn = make_learner()
+    finder = LR_Find(max_iter=12, min_lr=1e-4, max_lr=1e-2)
+    learn.fit(10, cbs=finder)
+    assert not finder.diverged and len(finder.lrs) == 12 and learn.n_iter == 12
+    assert finder.lrs[0] == pytest.approx(1e-4) and finder.lrs[-1] == pytest.approx(1e-2)
+    ratios = [b / a for a, b in zip(finder.lrs, finder.lrs[1:])]
+    assert ratios == pytest.approx([ratios[0]] * len(ratios))          # exponential: a constant factor per batch
+
+
+def test_lr_find_stops_on_nan_loss():
+    class NanAt(Callback):
+        _order = 0                       # before LR_Find (_order 1) sees the loss
+        def after_loss(self):
+            if self.run.in_train and self.n_iter == 5: self.run.loss = self.loss * float('nan')
+    learn = make_learner()
+    finder = LR_Find(max_iter=50, min_lr=1e-4, max_lr=1e-3)
+    learn.fit(20, cbs=[NanAt(), finder])
+    assert finder.diverged and len(finder.losses) == 6 and math.isnan(finder.losses[-1])
+
+
+def test_find_lr_restores_learner_and_suggests():
+    learn = make_learner(lr=0.123, momentum=0.5)
+    w = learn.model.weight.detach().clone()
+    finder = find_lr(learn, max_iter=30, min_lr=1e-3, max_lr=1e4)
+    assert torch.equal(learn.model.weight, w)
+    assert learn.opt.param_groups[0]['lr'] == 0.123 and learn.opt.param_groups[0]['momentum'] == 0.5
+    assert not hasattr(learn, 'lr_find')
+    i = min(range(len(finder.smooth_losses)), key=finder.smooth_losses.__getitem__)
+    assert finder.suggestion == pytest.approx(finder.lrs[i] / 10)
+    assert len(finder.plot().lines) == 3
+    plt.close('all')

@@ -1,0 +1,324 @@
+"""Tests for exp.nb_04: the Learner's event loop, callbacks, cancellation, stats and progress bars.
+Tiny synthetic data (a few batches of 5 features), so the whole file runs in a few seconds."""
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from exp.nb_04 import (EVENTS, AvgStats, AvgStatsCallback, Callback, CancelBatchException, CancelEpochException,
+                       CancelTrainException, DataBunch, DataLoader, Dataset, Learner, ProgressCallback, Sampler,
+                       TrainEvalCallback, accuracy, camel2snake, get_dls, get_learner, progress_enabled)
+
+TRAIN_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step', 'after_batch']
+VALID_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_batch']
+
+
+def make_data(n_train=24, n_valid=10, bs=8, seed=0):
+    "Linearly separable 2-class data in 5 dimensions, in loaders with batches of `bs` (validation: `bs` too)."
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_valid, 5, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    return DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
+
+
+def make_learner(cbs=None, lr=0.1, **kwargs):
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    return Learner(model, torch.optim.SGD(model.parameters(), lr=lr), F.cross_entropy, make_data(**kwargs), cbs=cbs)
+
+
+class Log(Callback):
+    "Records (event, in_train, model.training, grad enabled) for every event."
+    _order = 100
+    def __init__(self): self.log = []
+
+
+def _rec(e):
+    def f(self): self.log.append((e, self.run.in_train, self.model.training, torch.is_grad_enabled()))
+    return f
+
+
+for _e in EVENTS: setattr(Log, _e, _rec(_e))
+
+
+def names(log): return [e for e, *_ in log.log]
+
+
+def epoch_events(n_train, n_valid, cancel_train=False):
+    return (['begin_epoch'] + TRAIN_BATCH * n_train + (['after_cancel_epoch'] if cancel_train else [])
+            + ['begin_validate'] + VALID_BATCH * n_valid + ['after_validate', 'after_epoch'])
+
+
+# ------------------------------------------------------------------ the loop and its events
+
+def test_every_event_in_order():
+    log = Log()
+    learn = make_learner()
+    learn.fit(2, cbs=log)
+    assert names(log) == ['begin_fit'] + epoch_events(3, 2) * 2 + ['after_fit']
+
+
+def test_modes_and_grad_at_each_event():
+    log = Log()
+    make_learner().fit(2, cbs=log)
+    phase = None
+    for e, in_train, training, grad in log.log:
+        if e == 'begin_epoch': phase = 'train'
+        if e == 'begin_validate': phase = 'valid'
+        if phase is not None and e != 'after_fit': assert training == in_train == (phase == 'train'), e
+        # only the validation pass (begin_validate to after_validate) runs under torch.no_grad()
+        assert grad == (phase != 'valid' or e in ('after_epoch', 'after_fit')), e
+
+
+def test_callbacks_run_in_order_of_order_then_insertion():
+    calls = []
+    def cb(tag, order):
+        class C(Callback):
+            _order = order
+            def begin_batch(self):
+                if self.run.in_train: calls.append(tag)
+        C.__name__ = f'C{tag}'
+        return C()
+    learn = make_learner(cbs=[cb('a', 5), cb('b', -1), cb('c', 5), cb('d', 0)], n_train=8)
+    learn.fit(1)
+    assert calls == ['b', 'd', 'a', 'c']
+
+
+def test_handlers_only_for_defined_events():
+    class OnlyFit(Callback):
+        def begin_fit(self): pass
+    learn = make_learner(cbs=OnlyFit())
+    learn._build_handlers()
+    assert [e for e, fs in learn._handlers.items() if any(f.__self__ is learn.only_fit for f in fs)] == ['begin_fit']
+
+
+def test_callback_name_and_runner_attributes():
+    assert camel2snake('AvgStatsCallback') == 'avg_stats_callback'
+    assert camel2snake('LR_Find') == 'lr_find'
+    class FooBarCallback(Callback): pass
+    cb = FooBarCallback()
+    assert cb.name == 'foo_bar'
+    with pytest.raises(AttributeError, match='no runner'): cb.model
+    learn = make_learner(cbs=cb)
+    assert learn.foo_bar is cb and cb.model is learn.model
+    assert isinstance(learn.train_eval, TrainEvalCallback)
+    with pytest.raises(AttributeError): cb.no_such_attribute
+
+
+def test_callback_classes_are_instantiated():
+    class Tiny(Callback): pass
+    learn = make_learner(cbs=Tiny)
+    assert isinstance(learn.tiny, Tiny) and learn.tiny.run is learn
+
+
+def test_misspelt_event_is_an_error():
+    class Typo(Callback):
+        def begin_epochs(self): pass
+    with pytest.raises(ValueError, match='begin_epochs is not an event'): make_learner(cbs=Typo())
+
+
+def test_callback_name_cannot_hide_learner_attribute():
+    class Model(Callback): pass
+    with pytest.raises(ValueError, match="'model'"): make_learner(cbs=Model())
+
+
+def test_extra_callbacks_removed_after_fit_even_on_error():
+    class Boom(Callback):
+        def after_step(self): raise RuntimeError('boom')
+    log = Log()
+    learn = make_learner()
+    with pytest.raises(RuntimeError, match='boom'): learn.fit(1, cbs=[Boom(), log])
+    assert names(log)[-1] == 'after_fit'          # after_fit ran, and no after_batch for the failed batch
+    assert 'after_batch' not in names(log)
+    assert not hasattr(learn, 'boom') and not hasattr(learn, 'log')
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback]
+
+
+# ------------------------------------------------------------------ cancellation
+
+def test_cancel_batch_skips_step_keeps_after_batch():
+    class Skip(Callback):
+        _order = 200                      # after Log, so Log sees the event that raised
+        def after_backward(self): raise CancelBatchException()
+    log = Log()
+    learn = make_learner()
+    w = learn.model.weight.detach().clone()
+    learn.fit(2, cbs=[Skip(), log])
+    assert torch.equal(learn.model.weight, w)
+    one = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_cancel_batch', 'after_batch']
+    assert names(log) == ['begin_fit'] + (['begin_epoch'] + one * 3 + ['begin_validate'] + VALID_BATCH * 2
+                                          + ['after_validate', 'after_epoch']) * 2 + ['after_fit']
+    assert learn.n_iter == 6
+
+
+def test_cancelled_batch_gradients_do_not_leak():
+    "After a batch is cancelled between backward and step, the next batch's gradient is its own."
+    class Check(Callback):
+        def __init__(self): self.diffs = []
+        def after_backward(self):
+            with torch.enable_grad():
+                ref = torch.autograd.grad(self.loss_func(self.model(self.xb), self.yb), self.model.weight)[0]
+            self.diffs.append((self.model.weight.grad - ref).abs().max().item())
+            if self.n_iter % 2 == 0: raise CancelBatchException()
+    chk = Check()
+    make_learner().fit(2, cbs=chk)
+    assert len(chk.diffs) == 6 and max(chk.diffs) < 1e-6
+
+
+def test_cancel_epoch_in_training_still_validates():
+    class Short(Callback):
+        _order = 200                      # after Log, so Log sees the event that raised
+        def begin_epoch(self): self.k = 0
+        def after_batch(self):
+            if self.run.in_train:
+                self.k += 1
+                if self.k == 2: raise CancelEpochException()
+    log = Log()
+    learn = make_learner()
+    learn.fit(2, cbs=[Short(), log])
+    assert names(log) == ['begin_fit'] + epoch_events(2, 2, cancel_train=True) * 2 + ['after_fit']
+    assert learn.n_iter == 4 and learn.n_epochs == pytest.approx(1 + 2/3)   # epoch 1, 2 of its 3 batches done
+
+
+def test_cancel_epoch_in_validation():
+    class NoValid(Callback):
+        _order = 200                      # after Log, so Log sees the event that raised
+        def begin_validate(self): raise CancelEpochException()
+    log = Log()
+    make_learner().fit(1, cbs=[NoValid(), log])
+    assert names(log) == (['begin_fit', 'begin_epoch'] + TRAIN_BATCH * 3 +
+                          ['begin_validate', 'after_cancel_epoch', 'after_validate', 'after_epoch', 'after_fit'])
+
+
+def test_cancel_train_ends_fit():
+    class Stop(Callback):
+        _order = 200                      # after Log, so Log sees the event that raised
+        def after_batch(self):
+            if self.n_iter == 4: raise CancelTrainException()
+    log = Log()
+    learn = make_learner()
+    learn.fit(3, cbs=[Stop(), log])
+    assert names(log) == (['begin_fit'] + epoch_events(3, 2) + ['begin_epoch'] + TRAIN_BATCH
+                          + ['after_cancel_train', 'after_fit'])
+    assert (learn.n_iter, learn.epoch) == (4, 1)
+
+
+def test_cancel_train_in_begin_fit():
+    class Never(Callback):
+        def begin_fit(self): raise CancelTrainException()
+    log = Log()
+    learn = make_learner(cbs=log)
+    learn.fit(2, cbs=Never())
+    assert names(log) == ['after_cancel_train', 'after_fit']      # Never (_order 0) raised before Log saw begin_fit
+
+
+# ------------------------------------------------------------------ TrainEvalCallback
+
+def test_train_eval_counts():
+    class Pos(Callback):
+        def __init__(self): self.seen = []
+        def begin_batch(self):
+            if self.run.in_train: self.seen.append((self.run.n_iter, self.run.n_epochs))
+    p = Pos()
+    learn = make_learner(cbs=p)
+    learn.fit(2)
+    assert [i for i, _ in p.seen] == list(range(6))
+    assert [e for _, e in p.seen] == pytest.approx([0, 1/3, 2/3, 1, 4/3, 5/3])
+    assert (learn.n_iter, learn.n_epochs) == (6, 2.0)
+    assert learn.model.training is False      # the last pass was validation
+
+
+# ------------------------------------------------------------------ stats
+
+def test_avg_stats_weighted_by_batch_size():
+    class Batches(Callback):
+        _order = 50
+        def __init__(self): self.rows = []
+        def after_loss(self):
+            if self.run.in_train: self.rows.append((self.loss.item(), accuracy(self.pred, self.yb).item(), len(self.yb)))
+    b = Batches()
+    learn = make_learner(cbs=[AvgStatsCallback([accuracy], show=False), b], n_train=20)   # batches of 8, 8, 4
+    learn.fit(1)
+    assert [n for *_, n in b.rows] == [8, 8, 4]
+    n = sum(k for *_, k in b.rows)
+    want = [sum(l * k for l, _, k in b.rows) / n, sum(a * k for _, a, k in b.rows) / n]
+    assert learn.avg_stats.train_stats.avgs == pytest.approx(want)
+    # the validation stats equal one evaluation of the trained model on the whole validation set
+    x, y = learn.data.valid_ds.x, learn.data.valid_ds.y
+    with torch.no_grad(): out = learn.model(x)
+    assert learn.avg_stats.valid_stats.avgs == pytest.approx([F.cross_entropy(out, y).item(), accuracy(out, y).item()],
+                                                             rel=1e-5)
+
+
+def test_avg_stats_before_any_batch_is_nan():
+    st = AvgStats([accuracy], in_train=True)
+    assert all(math.isnan(v) for v in st.avgs) and st.names == ['loss', 'accuracy']
+
+
+def test_train_metrics_off_tracks_only_train_loss():
+    learn = make_learner(cbs=AvgStatsCallback([accuracy], show=False, train_metrics=False))
+    learn.fit(1)
+    assert list(learn.avg_stats.history[0]) == ['epoch', 'train_loss', 'valid_loss', 'valid_accuracy', 'time']
+    assert learn.avg_stats.train_stats.count == 24 and learn.avg_stats.valid_stats.count == 10
+
+
+def test_results_table(capsys):
+    learn = make_learner(cbs=AvgStatsCallback([accuracy]))
+    learn.fit(2)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
+    assert lines[0].split() == ['epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy', 'time']
+    assert [l.split()[0] for l in lines[1:]] == ['0', '1']
+    h = learn.avg_stats.history
+    assert [r['epoch'] for r in h] == [0, 1]
+    assert float(lines[2].split()[3]) == pytest.approx(h[1]['valid_loss'], abs=1e-4)
+
+
+def test_short_fit_lowers_the_loss():
+    learn = make_learner(cbs=AvgStatsCallback([accuracy], show=False), lr=0.5, n_train=64)
+    x, y = learn.data.train_ds.x, learn.data.train_ds.y
+    with torch.no_grad(): before = F.cross_entropy(learn.model(x), y).item()
+    learn.fit(5)
+    with torch.no_grad(): after = F.cross_entropy(learn.model(x), y).item()
+    assert after < 0.7 * before
+    h = learn.avg_stats.history
+    assert h[-1]['train_loss'] < h[0]['train_loss']
+
+
+def test_get_learner_from_lesson3_loaders():
+    x, y = torch.randn(100, 7), torch.randint(0, 3, (100,))
+    data = DataBunch(*get_dls(Dataset(x[:80], y[:80]), Dataset(x[80:], y[80:]), 16), c=3)
+    learn = get_learner(data, lr=0.1, nh=4)
+    assert learn.model(x[:2]).shape == (2, 3)
+    assert learn.opt.param_groups[0]['lr'] == 0.1
+    learn.fit(1)
+    assert learn.n_iter == 5
+
+
+# ------------------------------------------------------------------ progress bars
+
+def test_progress_enabled_rule(monkeypatch):
+    monkeypatch.setenv('DLF_PROGRESS', '1'); assert progress_enabled() is True
+    monkeypatch.setenv('DLF_PROGRESS', 'off'); assert progress_enabled() is False
+    monkeypatch.delenv('DLF_PROGRESS')
+    monkeypatch.setattr('sys.stderr', io.StringIO())      # not a terminal, not a Jupyter kernel
+    assert progress_enabled() is False
+
+
+def test_progress_callback_quiet_by_default(monkeypatch, capsys):
+    monkeypatch.delenv('DLF_PROGRESS', raising=False)
+    learn = make_learner(cbs=ProgressCallback())
+    learn.fit(2)
+    out = capsys.readouterr()
+    assert learn.progress.on is False and out.err == '' and out.out == ''
+
+
+def test_progress_callback_shows_bars_when_asked(capsys):
+    learn = make_learner(cbs=ProgressCallback(show=True))
+    learn.fit(2)
+    err = capsys.readouterr().err
+    assert 'epochs' in err and '2/2' in err
+    assert learn.progress.mbar is None and learn.progress.pbar is None     # all bars closed
