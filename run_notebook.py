@@ -463,6 +463,16 @@ def _numbered(folder: Path) -> list[Path]:
     return [Path(p) for p in find_notebooks(folder)]
 
 
+def _readable(p: Path, arg: str) -> Path:
+    "`p` if it reads as an nbformat v4 notebook; UsageError naming `arg` otherwise."
+    import nbformat
+    try: nbformat.read(p, as_version=4)
+    except Exception as e:
+        why = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f'{arg}: not a readable notebook ({why})') from None
+    return p
+
+
 def resolve_paths(args: Sequence[str], root: Path = ROOT) -> list[Path]:
     "The notebooks named by the command line (files or folders; none means root/nbs); UsageError if bad."
     args = [str(a) for a in args] or [str(root / 'nbs')]
@@ -475,7 +485,7 @@ def resolve_paths(args: Sequence[str], root: Path = ROOT) -> list[Path]:
             if not nbs: raise UsageError(f'{arg}: no numbered notebooks (like 01_name.ipynb) in this folder')
             found += nbs
         elif p.suffix != '.ipynb': raise UsageError(f'{arg}: not a notebook (expected a .ipynb file)')
-        else: found.append(p)
+        else: found.append(_readable(p, arg))
     unique = dict.fromkeys(p.resolve() for p in found)
     return list(unique)
 
@@ -525,7 +535,7 @@ def _options(*paths: str, timeout: int = 600, workers: int = 1, save: bool = Fal
         timeout: seconds each cell may take.
         workers: notebooks run at once (each in its own kernel).
         save: write each notebook that passed back in place with its new outputs.
-        no_check: skip checking that exp/ is in sync with the notebooks.
+        no_check: skip checking that exp/ is in sync with the notebooks (spelt --no-check or --no_check).
     """
     return Options(paths, timeout, workers, save, no_check)
 

@@ -220,12 +220,13 @@ def test_summary_last_line():
 # ----------------------------------------------------------------------------------------- usage errors
 
 @pytest.mark.parametrize('args', [
-    ['missing.ipynb'], ['notes.txt'], ['empty'], ['nbs', '--bogus'], ['nbs', '--workers', '0'],
+    ['missing.ipynb'], ['notes.txt'], ['broken.ipynb'], ['empty'], ['nbs', '--bogus'], ['nbs', '--workers', '0'],
     ['nbs', '--workers', 'two'], ['nbs', '--timeout', '-1'], ['nbs', '--save=yes'],
-], ids=['missing', 'not-a-notebook', 'no-notebooks', 'unknown-option', 'workers-0', 'workers-word',
+], ids=['missing', 'not-a-notebook', 'not-json', 'no-notebooks', 'unknown-option', 'workers-0', 'workers-word',
         'timeout-negative', 'flag-with-value'])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args):
     (tmp_path / 'notes.txt').write_text('hi')
+    (tmp_path / 'broken.ipynb').write_text('{"cells": [')
     (tmp_path / 'empty').mkdir()
     make_folder(tmp_path / 'nbs', ['01_pass'])
     r = cli(*args, cwd=tmp_path, timeout=60)
