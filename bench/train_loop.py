@@ -6,7 +6,9 @@
   (4) plain slices    no DataLoader: x[i:i+bs] in order
 (1), (2) and (4) use our `cross_entropy`, `Optimizer` and a shuffled `Sampler` ((4) does not shuffle).
 All four train the same nn.Sequential model. The data is random (speed does not depend on the values).
-Prints median samples/second over interleaved repeats and the ratio to (3), measured in this run.
+Prints median samples/second over interleaved repeats and the ratio to (3), measured in this run, then the
+issue's target: the better of our DataLoader paths (1) and (2) against (3). (4) is not a DataLoader (no
+shuffling, no copies); it is printed as a reference row only.
 
 Usage: python bench/train_loop.py [--bs 64 512] [--repeats 5] [--n 50000] [--threads N]
 (--threads 1 gives steadier figures on a machine shared with other work.)
@@ -81,13 +83,27 @@ def time_ways(ways: dict[str, Callable[[], int]], repeats: int) -> dict[str, flo
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
-def report(bs: int, rates: dict[str, float], ref: str = '(3) PyTorch DataLoader + SGD') -> None:
-    "Print one table: samples/second and ratio to the reference."
+REF = '(3) PyTorch DataLoader + SGD'
+OURS = ('(1) ours, per item', '(2) ours, batched')
+YARDSTICK = '(4) plain slices'
+
+
+def best_of_ours(rates: dict[str, float], ours: tuple[str, ...] = OURS) -> str:
+    "The faster of our DataLoader paths (the plain-slice row is not a DataLoader, so it never counts)."
+    return max(ours, key=rates.__getitem__)
+
+
+def report(bs: int, rates: dict[str, float], ref: str = REF) -> None:
+    "Print one table (samples/second, ratio to the reference) and the target line: best of (1)/(2) vs (3)."
     print(f'\nbatch size {bs}')
     print(f'{"way":32s} {"samples/s":>11s} {"vs (3)":>7s}')
-    for k, r in rates.items(): print(f'{k:32s} {r:11,.0f} {r / rates[ref]:6.2f}x')
-    best = max((k for k in rates if k != ref), key=rates.get)
-    print(f'fastest from-scratch path: {best} at {rates[best] / rates[ref]:.2f}x the reference')
+    for k, r in rates.items():
+        note = '  (reference row: no DataLoader)' if k == YARDSTICK else ''
+        print(f'{k:32s} {r:11,.0f} {r / rates[ref]:6.2f}x{note}')
+    best = best_of_ours(rates)
+    ratio = rates[best] / rates[ref]
+    verdict = 'meets' if ratio >= 1 else 'misses'
+    print(f'target, our best DataLoader path vs (3): {best} at {ratio:.2f}x -> {verdict} "at least as fast as (3)"')
 
 
 def main(argv: list[str] | None = None) -> int:

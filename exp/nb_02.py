@@ -23,13 +23,13 @@ def relu(x):
     return x.clamp_min(0.)
 
 
-# nbs/02_fully_connected.ipynb, code cell 22
+# nbs/02_fully_connected.ipynb, code cell 25
 def mse(output, targ):
     "Mean squared error between `output` of shape (bs, 1) and `targ` of shape (bs,)."
     return (output.squeeze(-1) - targ).pow(2).mean()
 
 
-# nbs/02_fully_connected.ipynb, code cell 29
+# nbs/02_fully_connected.ipynb, code cell 33
 def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     "Assert `g` matches central differences of the scalar `f()` w.r.t. `x` (nudged in place); return the largest difference."
     if g.shape != x.shape: raise AssertionError(f"check_grad: gradient shape {tuple(g.shape)} != tensor shape {tuple(x.shape)}")
@@ -51,7 +51,7 @@ def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     return worst
 
 
-# nbs/02_fully_connected.ipynb, code cell 34
+# nbs/02_fully_connected.ipynb, code cell 41
 class Module():
     "Base class for layers: calling one stores its inputs and output; `backward` hands them to `bwd`."
     def __call__(self, *args):
@@ -75,7 +75,7 @@ class Module():
         del self.args, self.out
 
 
-# nbs/02_fully_connected.ipynb, code cell 35
+# nbs/02_fully_connected.ipynb, code cell 42
 class Relu(Module):
     "ReLU layer; its backward masks the output's gradient in place and passes it on as the input's."
     def forward(self, inp): return relu(inp)
@@ -91,7 +91,7 @@ class Mse(Module):
         if inp_grad: inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
 
 
-# nbs/02_fully_connected.ipynb, code cell 39
+# nbs/02_fully_connected.ipynb, code cell 46
 class Lin(Module):
     "Linear layer `inp @ w + b` with hand-written gradients for `w`, `b` and (when `inp_grad`) the input."
     def __init__(self, w, b): self.w, self.b = w, b
@@ -102,7 +102,7 @@ class Lin(Module):
         if inp_grad: inp.g = out.g @ self.w.t()
 
 
-# nbs/02_fully_connected.ipynb, code cell 40
+# nbs/02_fully_connected.ipynb, code cell 47
 class Model():
     "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
     def __init__(self, w1, b1, w2, b2):

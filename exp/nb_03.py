@@ -38,7 +38,7 @@ def accuracy(out, yb):
     return (out.argmax(dim=-1) == yb).float().mean()
 
 
-# nbs/03_minibatch_training.ipynb, code cell 20
+# nbs/03_minibatch_training.ipynb, code cell 23
 class Optimizer:
     "Plain SGD: `step` moves each parameter by `-lr` times its gradient, `zero_grad` clears the gradients."
     def __init__(self, params, lr=0.5): self.params, self.lr = list(params), lr
@@ -54,14 +54,14 @@ class Optimizer:
         for p in self.params: p.grad = None
 
 
-# nbs/03_minibatch_training.ipynb, code cell 22
+# nbs/03_minibatch_training.ipynb, code cell 25
 def get_model(n_in=784, nh=50, n_out=10, lr=0.5):
     "An `n_in`-`nh`-`n_out` ReLU network (`nn.Sequential`) and an `optim.SGD` optimizer for it."
     model = nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out))
     return model, optim.SGD(model.parameters(), lr=lr)
 
 
-# nbs/03_minibatch_training.ipynb, code cell 24
+# nbs/03_minibatch_training.ipynb, code cell 27
 class Dataset:
     "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`, and `i` may be a tensor or list of indices (a batch)."
     def __init__(self, x, y): self.x, self.y = x, y
@@ -69,7 +69,7 @@ class Dataset:
     def __getitem__(self, i): return self.x[i], self.y[i]
 
 
-# nbs/03_minibatch_training.ipynb, code cell 26
+# nbs/03_minibatch_training.ipynb, code cell 29
 class Sampler:
     "Batches of `bs` indices into `ds`, in order or shuffled (a new permutation each epoch; reproducible with `seed`)."
     def __init__(self, ds, bs, shuffle=False, seed=None):
@@ -83,7 +83,7 @@ class Sampler:
         return iter(idxs.split(self.bs))
 
 
-# nbs/03_minibatch_training.ipynb, code cell 29
+# nbs/03_minibatch_training.ipynb, code cell 32
 def collate(b):
     "Stack a list of `(x, y)` items into one batch `(xb, yb)`."
     xs, ys = zip(*b)
@@ -102,7 +102,7 @@ class DataLoader:
             else: yield self.collate_fn([self.dataset[i] for i in idxs.tolist()])
 
 
-# nbs/03_minibatch_training.ipynb, code cell 37
+# nbs/03_minibatch_training.ipynb, code cell 44
 def _train_epoch(model, loss_func, opt, dl):
     "One training epoch; returns the sum of the losses weighted by batch size and the number of samples."
     tot, k = 0., 0
@@ -114,6 +114,8 @@ def _train_epoch(model, loss_func, opt, dl):
         tot, k = tot + loss.item() * len(yb), k + len(yb)
     return tot, k
 
+
+# nbs/03_minibatch_training.ipynb, code cell 45
 def _valid_epoch(model, loss_func, dl):
     "Sums of loss and accuracy weighted by batch size over `dl`, and the number of samples, without gradients."
     tot_loss, tot_acc, k = 0., 0., 0
@@ -125,6 +127,8 @@ def _valid_epoch(model, loss_func, dl):
             k += len(yb)
     return tot_loss, tot_acc, k
 
+
+# nbs/03_minibatch_training.ipynb, code cell 46
 def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
     "Train for `epochs`, printing per epoch the train loss, valid loss and valid accuracy (sample means); returns them as a list of tuples."
     res = []
@@ -134,12 +138,14 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
         model.eval()
         vl, va, kv = _valid_epoch(model, loss_func, valid_dl)
         res.append((tot / k, vl / kv, va / kv))
-        print(f'epoch {epoch}: train loss {res[-1][0]:.4f}, valid loss {res[-1][1]:.4f}, accuracy {res[-1][2]:.4f}')
+        tl, vl, acc = res[-1]
+        print(f'epoch {epoch}: train loss {tl:.4f}, valid loss {vl:.4f}, accuracy {acc:.4f}')
     return res
 
 
-# nbs/03_minibatch_training.ipynb, code cell 39
+# nbs/03_minibatch_training.ipynb, code cell 48
 def get_dls(train_ds, valid_ds, bs, **kwargs):
     "PyTorch DataLoaders: training shuffled with batches of `bs`, validation in order with `bs*2`; each batch is fetched with one indexing op."
-    def dl(ds, bs, sampler): return tud.DataLoader(ds, batch_size=None, sampler=tud.BatchSampler(sampler, bs, drop_last=False), **kwargs)
+    def dl(ds, bs, sampler):
+        return tud.DataLoader(ds, batch_size=None, sampler=tud.BatchSampler(sampler, bs, drop_last=False), **kwargs)
     return dl(train_ds, bs, tud.RandomSampler(train_ds)), dl(valid_ds, bs * 2, tud.SequentialSampler(valid_ds))

@@ -106,6 +106,14 @@ def _check_events(cb):
         if k.startswith(('begin_', 'after_')) and k not in EVENTS:
             raise ValueError(f"{type(cb).__name__}.{k} is not an event; events are: {', '.join(EVENTS)}")
 
+def _check_name(learn, cb):
+    "Refuse a callback whose name would hide an attribute of the learner `learn` that isn't a callback."
+    old = getattr(learn, cb.name, None)
+    if old is not None and not isinstance(old, Callback):
+        raise ValueError(f"callback name {cb.name!r} would hide the learner's attribute of that name")
+
+
+# nbs/04_callbacks.ipynb, code cell 14
 class Learner:
     "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
     def __init__(self, model, opt, loss_func, data, cbs=None):
@@ -114,20 +122,15 @@ class Learner:
         self.add_cbs([TrainEvalCallback()] + _as_list(cbs))
 
     def add_cbs(self, cbs):
-        "Attach callbacks (objects, or classes/functions making one); each is reachable as `learn.<cb.name>`."
-        added = []
-        for cb in _as_list(cbs):
-            if not isinstance(cb, Callback): cb = cb()
-            _check_events(cb)
-            old = getattr(self, cb.name, None)
-            if old is not None and not isinstance(old, Callback):
-                raise ValueError(f"callback name {cb.name!r} would hide the learner's attribute of that name")
+        "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
+        new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
+        for cb in new: _check_events(cb); _check_name(self, cb)    # check them all before attaching any
+        for cb in new:
             cb.run = self
             setattr(self, cb.name, cb)
             self.cbs.append(cb)
-            added.append(cb)
         self._handlers = None
-        return added
+        return new
 
     def remove_cbs(self, cbs):
         "Detach callbacks."
@@ -135,14 +138,6 @@ class Learner:
             self.cbs.remove(cb)
             if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
         self._handlers = None
-
-    def _build_handlers(self):
-        cbs = sorted(self.cbs, key=lambda cb: cb._order)
-        self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
-
-    def __call__(self, event):
-        "Run every callback's method for `event`, lowest `_order` first."
-        for f in self._handlers[event]: f()
 
     def fit(self, epochs, cbs=None):
         "Train for `epochs` epochs, validating after each; `cbs` are extra callbacks for this call only."
@@ -154,49 +149,73 @@ class Learner:
             for self.epoch in range(epochs): self._do_epoch()
         except CancelTrainException: self('after_cancel_train')
         finally:
-            self('after_fit')
-            self.remove_cbs(extra)
-
-    def _do_epoch(self):
-        self._one_pass('begin_epoch', self.data.train_dl)
-        with torch.no_grad():
-            self._one_pass('begin_validate', self.data.valid_dl)
-            self('after_validate')
-        self('after_epoch')
-
-    def _one_pass(self, begin, dl):
-        self.dl, self.iters = dl, len(dl)
-        try:
-            self(begin)
-            for xb, yb in dl: self._one_batch(xb, yb)
-        except CancelEpochException: self('after_cancel_epoch')
-
-    def _one_batch(self, xb, yb):
-        self.xb, self.yb = xb, yb
-        try:
-            self('begin_batch')
-            self.pred = self.model(self.xb)
-            self('after_pred')
-            self.loss = self.loss_func(self.pred, self.yb)
-            self('after_loss')
-            if self.in_train:
-                self.opt.zero_grad()
-                self.loss.backward()
-                self('after_backward')
-                self.opt.step()
-                self('after_step')
-        except CancelBatchException: self('after_cancel_batch')
-        self('after_batch')
+            try: self('after_fit')
+            finally: self.remove_cbs(extra)
 
 
-# nbs/04_callbacks.ipynb, code cell 13
+# nbs/04_callbacks.ipynb, code cell 16
+def _build_handlers(self):
+    "Look up each callback's method for each event, once per fit; lowest `_order` first."
+    cbs = sorted(self.cbs, key=lambda cb: cb._order)
+    self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
+
+def _run_event(self, event):
+    "Run every callback's method for `event`, lowest `_order` first."
+    for f in self._handlers[event]: f()
+
+Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
+
+
+# nbs/04_callbacks.ipynb, code cell 18
+def _do_epoch(self):
+    "One epoch: a training pass, then a validation pass without gradients."
+    self._one_pass('begin_epoch', self.data.train_dl)
+    with torch.no_grad():
+        self._one_pass('begin_validate', self.data.valid_dl)
+        self('after_validate')
+    self('after_epoch')
+
+def _one_pass(self, begin, dl):
+    "One pass over the batches of `dl`, started by event `begin`; CancelEpochException ends it."
+    self.dl, self.iters = dl, len(dl)
+    try:
+        self(begin)
+        for xb, yb in dl: self._one_batch(xb, yb)
+    except CancelEpochException: self('after_cancel_epoch')
+
+Learner._do_epoch, Learner._one_pass = _do_epoch, _one_pass
+
+
+# nbs/04_callbacks.ipynb, code cell 19
+def _one_batch(self, xb, yb):
+    "One batch: predict and compute the loss; when training, also backward and step."
+    self.xb, self.yb = xb, yb
+    try:
+        self('begin_batch')
+        self.pred = self.model(self.xb)
+        self('after_pred')
+        self.loss = self.loss_func(self.pred, self.yb)
+        self('after_loss')
+        if self.in_train:
+            self.opt.zero_grad()
+            self.loss.backward()
+            self('after_backward')
+            self.opt.step()
+            self('after_step')
+    except CancelBatchException: self('after_cancel_batch')
+    self('after_batch')
+
+Learner._one_batch = _one_batch
+
+
+# nbs/04_callbacks.ipynb, code cell 20
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 19
+# nbs/04_callbacks.ipynb, code cell 26
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -224,7 +243,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 21
+# nbs/04_callbacks.ipynb, code cell 28
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -260,7 +279,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 22
+# nbs/04_callbacks.ipynb, code cell 29
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -271,7 +290,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 24
+# nbs/04_callbacks.ipynb, code cell 31
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10

@@ -139,6 +139,7 @@ class LR_Find(Callback):
     _order = 1
     def __init__(self, max_iter=100, min_lr=1e-6, max_lr=10., div_thresh=4., beta=0.9):
         self.max_iter, self.min_lr, self.max_lr, self.div_thresh, self.beta = max_iter, min_lr, max_lr, div_thresh, beta
+        self.begin_fit()                      # empty records until a sweep runs
 
     def begin_fit(self):
         self.lrs, self.losses, self.smooth_losses = [], [], []
@@ -166,23 +167,29 @@ class LR_Find(Callback):
 
     def begin_validate(self): raise CancelEpochException()
 
-    @property
-    def suggestion(self):
-        "The suggested learning rate: where the smoothed loss was lowest, divided by 10."
-        i = min(range(len(self.smooth_losses)), key=self.smooth_losses.__getitem__)
-        return self.lrs[i] / 10
-
-    def plot(self, ax=None):
-        "Plot loss against learning rate (log scale), raw and smoothed, with the suggestion marked."
-        ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-        ax.plot(self.lrs, self.losses, alpha=0.3, label='batch loss')
-        ax.plot(self.lrs, self.smooth_losses, label='smoothed loss')
-        ax.axvline(self.suggestion, color='k', ls='--', label=f'suggestion {self.suggestion:.2g}')
-        ax.set_xscale('log'); ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss'); ax.legend()
-        return ax
-
 
 # nbs/05_anneal.ipynb, code cell 14
+def _lr_find_suggestion(self):
+    "The suggested learning rate: where the smoothed loss was lowest, divided by 10."
+    if not self.smooth_losses:
+        raise RuntimeError("LR_Find.suggestion: no losses recorded yet; run the sweep first, e.g. finder = find_lr(learn)")
+    ok = [i for i, l in enumerate(self.smooth_losses) if math.isfinite(l)]
+    if not ok: raise RuntimeError("LR_Find.suggestion: no finite loss recorded (nan or inf from the first batch); try a smaller min_lr")
+    return self.lrs[min(ok, key=self.smooth_losses.__getitem__)] / 10
+
+def _lr_find_plot(self, ax=None):
+    "Plot loss against learning rate (log scale), raw and smoothed, with the suggestion marked."
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    ax.plot(self.lrs, self.losses, alpha=0.3, label='batch loss')
+    ax.plot(self.lrs, self.smooth_losses, label='smoothed loss')
+    ax.axvline(self.suggestion, color='k', ls='--', label=f'suggestion {self.suggestion:.2g}')
+    ax.set_xscale('log'); ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss'); ax.legend()
+    return ax
+
+LR_Find.suggestion, LR_Find.plot = property(_lr_find_suggestion), _lr_find_plot
+
+
+# nbs/05_anneal.ipynb, code cell 16
 def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., **kwargs):
     "Run an LR range test on `learn`, then restore its model and optimizer; returns the LR_Find callback."
     model_state, opt_state = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_05 import (Callback, DataBunch, DataLoader, Dataset, Learner, LR_Find, ParamScheduler, Recorder, Sampler,
-                       combine_scheds, find_lr, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no,
-                       sched_one_cycle)
+from exp.nb_05 import (Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner, LR_Find,
+                       ParamScheduler, Recorder, Sampler, combine_scheds, find_lr, one_cycle_cbs, sched_cos, sched_exp,
+                       sched_lin, sched_no, sched_one_cycle)
 
 
 def make_learner(cbs=None, lr=0.1, n_train=32, n_valid=16, bs=8, groups=False, momentum=0.):
@@ -219,3 +219,29 @@ def test_find_lr_restores_learner_and_suggests():
     assert finder.suggestion == pytest.approx(finder.lrs[i] / 10)
     assert len(finder.plot().lines) == 3
     plt.close('all')
+
+
+def test_lr_find_suggestion_needs_a_finite_loss():
+    with pytest.raises(RuntimeError, match='no losses recorded yet'): LR_Find().suggestion
+    learn = make_learner()
+    finder = LR_Find(max_iter=10)
+    class StopAtOnce(Callback):
+        def begin_fit(self): raise CancelTrainException()
+    learn.fit(1, cbs=[StopAtOnce(), finder])                # a sweep that never trained a batch
+    with pytest.raises(RuntimeError, match='no losses recorded yet'): finder.suggestion
+    with pytest.raises(RuntimeError, match='no losses recorded yet'): finder.plot()
+    plt.close('all')
+
+
+def test_lr_find_suggestion_skips_non_finite_losses():
+    class NanFirst(Callback):
+        _order = 0                       # before LR_Find (_order 1) sees the loss
+        def after_loss(self):
+            if self.run.in_train: self.run.loss = self.loss * float('nan')
+    learn = make_learner()
+    finder = LR_Find(max_iter=10, min_lr=1e-4, max_lr=1e-3)
+    learn.fit(5, cbs=[NanFirst(), finder])
+    assert finder.diverged and len(finder.losses) == 1
+    with pytest.raises(RuntimeError, match='no finite loss'): finder.suggestion
+    finder.lrs, finder.smooth_losses = [1e-3, 1e-2, 1e-1], [2., 1., float('nan')]
+    assert finder.suggestion == pytest.approx(1e-3)

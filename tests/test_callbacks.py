@@ -138,6 +138,33 @@ def test_extra_callbacks_removed_after_fit_even_on_error():
     assert [type(c) for c in learn.cbs] == [TrainEvalCallback]
 
 
+def test_attaching_is_all_or_none():
+    "A refused callback (misspelt event, name clash) leaves no callback of the same call attached."
+    class Fine(Callback):
+        def begin_fit(self): pass
+    class Typo(Callback):
+        def begin_epochs(self): pass
+    class Model(Callback): pass
+    learn = make_learner()
+    for bad in (Typo(), Model):
+        with pytest.raises(ValueError): learn.add_cbs([Fine(), bad])
+        with pytest.raises(ValueError): learn.fit(1, cbs=[Fine(), bad])
+        assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
+    def broken(): raise RuntimeError('cannot make it')
+    with pytest.raises(RuntimeError, match='cannot make it'): learn.add_cbs([Fine, broken])
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
+    assert learn.add_cbs([Fine, Fine()])[0].run is learn and len(learn.cbs) == 3     # the learner still works
+    learn.fit(1)
+
+
+def test_extra_callbacks_removed_even_if_after_fit_fails():
+    class BadEnd(Callback):
+        def after_fit(self): raise RuntimeError('bad end')
+    learn = make_learner()
+    with pytest.raises(RuntimeError, match='bad end'): learn.fit(1, cbs=BadEnd())
+    assert not hasattr(learn, 'bad_end') and [type(c) for c in learn.cbs] == [TrainEvalCallback]
+
+
 # ------------------------------------------------------------------ cancellation
 
 def test_cancel_batch_skips_step_keeps_after_batch():

@@ -1,6 +1,7 @@
 """Lesson 02 (exp.nb_02): hand-written layers and gradients against autograd and finite differences."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from exp.nb_02 import Lin, Mse, Model, Module, Relu, check_grad, lin, mse, normalize, relu
 
@@ -28,6 +29,22 @@ def _close(a, b, dtype):
 
 
 SHAPES = [(1, 5, 3), (2, 1, 1), (7, 13, 4), (64, 30, 17), (3, 784, 50)]
+
+
+@pytest.mark.parametrize('bs,n_in,n_out', SHAPES)
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_functions_match_pytorch(bs, n_in, n_out, dtype):
+    "lin, relu and mse against F.linear, F.relu and F.mse_loss (PyTorch's versions as references)."
+    g = torch.Generator().manual_seed(bs * 7 + n_in * 3 + n_out)
+    x, w, b = (torch.randn(*s, generator=g, dtype=dtype) for s in ((bs, n_in), (n_in, n_out), (n_out,)))
+    _close(lin(x, w, b), F.linear(x, w.t(), b), dtype)
+    x[0, 0] = 0.                                             # relu's kink
+    assert torch.equal(relu(x), F.relu(x))
+    out, y = torch.randn(bs, 1, generator=g, dtype=dtype), torch.randn(bs, generator=g, dtype=dtype)
+    loss = mse(out, y)
+    assert loss.shape == torch.Size([])
+    _close(loss, F.mse_loss(out.squeeze(-1), y), dtype)
+    _close(loss, F.mse_loss(out, y.unsqueeze(-1)), dtype)   # the same with the target given a last axis
 
 
 @pytest.mark.parametrize('bs,n_in,n_out', SHAPES)
