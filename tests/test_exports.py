@@ -1,7 +1,7 @@
 """Repo-wide checks on the generated exp/ modules and the committed notebooks."""
 import ast
 import importlib
-import json
+import os
 import re
 import subprocess
 import sys
@@ -89,3 +89,13 @@ def test_notebook_has_no_machine_paths(path):
     text = path.read_text(encoding='utf-8')
     bad = sorted(set(re.findall(r'(?:/work/|/root/|/home/|/tmp/|[A-Z]:\\\\Users)[^\s"\']*', text)))
     assert not bad, f"{path.name} contains machine-specific paths: {bad[:5]}"
+
+
+def test_modules_import_from_any_folder(tmp_path):
+    "The editable install makes `exp` importable in a downstream script, with no sys.path tricks."
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    last = MODULES[-1].stem
+    r = subprocess.run([sys.executable, '-c', f'from exp.{last} import *; print(test_eq.__module__)'],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == 'exp.nb_00'
