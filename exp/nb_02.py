@@ -26,12 +26,15 @@ def relu(x):
 # nbs/02_fully_connected.ipynb, code cell 25
 def mse(output, targ):
     "Mean squared error between `output` of shape (bs, 1) and `targ` of shape (bs,)."
+    if output.shape[-1:] != (1,) or targ.shape != output.shape[:-1]:
+        raise ValueError(f"mse: output of shape {tuple(output.shape)} needs a target of shape {tuple(output.shape[:-1])}, got {tuple(targ.shape)}")
     return (output.squeeze(-1) - targ).pow(2).mean()
 
 
 # nbs/02_fully_connected.ipynb, code cell 33
 def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
-    "Assert `g` matches central differences of the scalar `f()` w.r.t. `x` (nudged in place); return the largest difference."
+    "Assert `g` matches central differences of the scalar `f()` w.r.t. the float64 tensor `x` (nudged in place); return the largest difference."
+    if x.dtype != torch.float64: raise TypeError(f"check_grad: finite differences need float64, got {x.dtype}; call .double() first")
     if g.shape != x.shape: raise AssertionError(f"check_grad: gradient shape {tuple(g.shape)} != tensor shape {tuple(x.shape)}")
     if not x.is_contiguous(): raise ValueError(f"check_grad: needs a contiguous tensor, got one of shape {tuple(x.shape)}")
     xf, gf = x.detach().view(-1), g.detach().reshape(-1)

@@ -15,6 +15,7 @@ import torch.utils.data as tud
 def logsumexp(x):
     "log(sum(exp(x))) over the last axis, computed stably by factoring out the row maximum."
     a = x.amax(-1).detach()
+    a = torch.where(a.isfinite(), a, torch.zeros_like(a))   # all -inf row: shift by 0, result log(0) = -inf
     return a + (x - a[..., None]).exp().sum(-1).log()
 
 def log_softmax(x):
@@ -22,7 +23,7 @@ def log_softmax(x):
     return x - logsumexp(x)[..., None]
 
 
-# nbs/03_minibatch_training.ipynb, code cell 11
+# nbs/03_minibatch_training.ipynb, code cell 12
 def nll(inp, targ):
     "Mean negative log likelihood of the target classes `targ`, given log-probabilities `inp`."
     return -inp[torch.arange(len(targ)), targ].mean()
@@ -32,13 +33,13 @@ def cross_entropy(inp, targ):
     return nll(log_softmax(inp), targ)
 
 
-# nbs/03_minibatch_training.ipynb, code cell 13
+# nbs/03_minibatch_training.ipynb, code cell 14
 def accuracy(out, yb):
     "Fraction of rows of `out` whose highest score is at the target class `yb`."
     return (out.argmax(dim=-1) == yb).float().mean()
 
 
-# nbs/03_minibatch_training.ipynb, code cell 23
+# nbs/03_minibatch_training.ipynb, code cell 24
 class Optimizer:
     "Plain SGD: `step` moves each parameter by `-lr` times its gradient, `zero_grad` clears the gradients."
     def __init__(self, params, lr=0.5): self.params, self.lr = list(params), lr
@@ -54,14 +55,14 @@ class Optimizer:
         for p in self.params: p.grad = None
 
 
-# nbs/03_minibatch_training.ipynb, code cell 25
+# nbs/03_minibatch_training.ipynb, code cell 26
 def get_model(n_in=784, nh=50, n_out=10, lr=0.5):
     "An `n_in`-`nh`-`n_out` ReLU network (`nn.Sequential`) and an `optim.SGD` optimizer for it."
     model = nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out))
     return model, optim.SGD(model.parameters(), lr=lr)
 
 
-# nbs/03_minibatch_training.ipynb, code cell 27
+# nbs/03_minibatch_training.ipynb, code cell 28
 class Dataset:
     "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`, and `i` may be a tensor or list of indices (a batch)."
     def __init__(self, x, y): self.x, self.y = x, y
@@ -69,10 +70,11 @@ class Dataset:
     def __getitem__(self, i): return self.x[i], self.y[i]
 
 
-# nbs/03_minibatch_training.ipynb, code cell 29
+# nbs/03_minibatch_training.ipynb, code cell 30
 class Sampler:
     "Batches of `bs` indices into `ds`, in order or shuffled (a new permutation each epoch; reproducible with `seed`)."
     def __init__(self, ds, bs, shuffle=False, seed=None):
+        if bs < 1: raise ValueError(f'Sampler: batch size bs must be at least 1, got {bs}')
         self.n, self.bs, self.shuffle = len(ds), bs, shuffle
         self.gen = None if seed is None else torch.Generator().manual_seed(seed)
 
@@ -80,10 +82,10 @@ class Sampler:
 
     def __iter__(self):
         idxs = torch.randperm(self.n, generator=self.gen) if self.shuffle else torch.arange(self.n)
-        return iter(idxs.split(self.bs))
+        return iter(idxs.split(self.bs) if self.n else ())   # split of an empty tensor gives one empty batch
 
 
-# nbs/03_minibatch_training.ipynb, code cell 32
+# nbs/03_minibatch_training.ipynb, code cell 34
 def collate(b):
     "Stack a list of `(x, y)` items into one batch `(xb, yb)`."
     xs, ys = zip(*b)
@@ -102,7 +104,7 @@ class DataLoader:
             else: yield self.collate_fn([self.dataset[i] for i in idxs.tolist()])
 
 
-# nbs/03_minibatch_training.ipynb, code cell 44
+# nbs/03_minibatch_training.ipynb, code cell 46
 def _train_epoch(model, loss_func, opt, dl):
     "One training epoch; returns the sum of the losses weighted by batch size and the number of samples."
     tot, k = 0., 0
@@ -115,7 +117,7 @@ def _train_epoch(model, loss_func, opt, dl):
     return tot, k
 
 
-# nbs/03_minibatch_training.ipynb, code cell 45
+# nbs/03_minibatch_training.ipynb, code cell 47
 def _valid_epoch(model, loss_func, dl):
     "Sums of loss and accuracy weighted by batch size over `dl`, and the number of samples, without gradients."
     tot_loss, tot_acc, k = 0., 0., 0
@@ -128,9 +130,15 @@ def _valid_epoch(model, loss_func, dl):
     return tot_loss, tot_acc, k
 
 
-# nbs/03_minibatch_training.ipynb, code cell 46
+# nbs/03_minibatch_training.ipynb, code cell 48
+def _check_not_empty(**dls):
+    "Raise a clear error if one of the named loaders has no batches: there would be nothing to average."
+    for name, dl in dls.items():
+        if len(dl) == 0: raise ValueError(f'fit: {name} has no batches, so its mean loss is undefined')
+
 def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
     "Train for `epochs`, printing per epoch the train loss, valid loss and valid accuracy (sample means); returns them as a list of tuples."
+    _check_not_empty(train_dl=train_dl, valid_dl=valid_dl)
     res = []
     for epoch in range(epochs):
         model.train()
@@ -143,7 +151,7 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
     return res
 
 
-# nbs/03_minibatch_training.ipynb, code cell 48
+# nbs/03_minibatch_training.ipynb, code cell 51
 def get_dls(train_ds, valid_ds, bs, **kwargs):
     "PyTorch DataLoaders: training shuffled with batches of `bs`, validation in order with `bs*2`; each batch is fetched with one indexing op."
     def dl(ds, bs, sampler):

@@ -71,8 +71,15 @@ class CancelEpochException(Exception):
 class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch; `after_batch` still runs."
 
+_BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
+CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
+    CancelBatchException: _BATCH_STEPS,
+    CancelEpochException: ('begin_epoch', 'begin_validate') + _BATCH_STEPS + ('after_batch', 'after_cancel_batch'),
+    CancelTrainException: tuple(e for e in EVENTS if e not in ('after_cancel_train', 'after_fit')),
+}
 
-# nbs/04_callbacks.ipynb, code cell 11
+
+# nbs/04_callbacks.ipynb, code cell 12
 class TrainEvalCallback(Callback):
     "Sets train/eval mode and `in_train`; counts training batches `n_iter` and fractional epochs `n_epochs`."
     _order = -10
@@ -94,7 +101,7 @@ class TrainEvalCallback(Callback):
         self.model.eval()
 
 
-# nbs/04_callbacks.ipynb, code cell 12
+# nbs/04_callbacks.ipynb, code cell 13
 def _as_list(o):
     "`o` as a list: None -> [], list/tuple -> list, anything else -> [o]."
     if o is None: return []
@@ -106,14 +113,20 @@ def _check_events(cb):
         if k.startswith(('begin_', 'after_')) and k not in EVENTS:
             raise ValueError(f"{type(cb).__name__}.{k} is not an event; events are: {', '.join(EVENTS)}")
 
-def _check_name(learn, cb):
-    "Refuse a callback whose name would hide an attribute of the learner `learn` that isn't a callback."
-    old = getattr(learn, cb.name, None)
-    if old is not None and not isinstance(old, Callback):
-        raise ValueError(f"callback name {cb.name!r} would hide the learner's attribute of that name")
+_LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
+
+def _check_name(learn, cb, others=()):
+    "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
+    n = cb.name
+    if any(c is cb for c in list(getattr(learn, 'cbs', [])) + list(others)):
+        raise ValueError(f"this {type(cb).__name__} is already attached to the learner (as {n!r})")
+    if isinstance(getattr(learn, n, None), Callback) or any(c.name == n for c in others):
+        raise ValueError(f"a callback named {n!r} is already attached; remove it first (learn.remove_cbs(learn.{n}))")
+    if hasattr(learn, n) or n in _LOOP_ATTRS:
+        raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
-# nbs/04_callbacks.ipynb, code cell 14
+# nbs/04_callbacks.ipynb, code cell 15
 class Learner:
     "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
     def __init__(self, model, opt, loss_func, data, cbs=None):
@@ -124,7 +137,7 @@ class Learner:
     def add_cbs(self, cbs):
         "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
         new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
-        for cb in new: _check_events(cb); _check_name(self, cb)    # check them all before attaching any
+        for i, cb in enumerate(new): _check_events(cb); _check_name(self, cb, new[:i])   # check all, then attach
         for cb in new:
             cb.run = self
             setattr(self, cb.name, cb)
@@ -153,20 +166,28 @@ class Learner:
             finally: self.remove_cbs(extra)
 
 
-# nbs/04_callbacks.ipynb, code cell 16
+# nbs/04_callbacks.ipynb, code cell 17
 def _build_handlers(self):
     "Look up each callback's method for each event, once per fit; lowest `_order` first."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)
     self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
 
+_CANCELS = tuple(CANCEL_EVENTS)
+
 def _run_event(self, event):
-    "Run every callback's method for `event`, lowest `_order` first."
-    for f in self._handlers[event]: f()
+    "Run every callback's method for `event`, lowest `_order` first; a cancel exception outside its loop is an error."
+    try:
+        for f in self._handlers[event]: f()
+    except _CANCELS as exc:
+        allowed = next(evs for cls, evs in CANCEL_EVENTS.items() if isinstance(exc, cls))
+        if event in allowed: raise
+        raise RuntimeError(f"{exc!r} raised in {event}, outside the loop it cancels "
+                           f"(it may be raised in: {', '.join(allowed)})") from exc
 
 Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
 
 
-# nbs/04_callbacks.ipynb, code cell 18
+# nbs/04_callbacks.ipynb, code cell 19
 def _do_epoch(self):
     "One epoch: a training pass, then a validation pass without gradients."
     self._one_pass('begin_epoch', self.data.train_dl)
@@ -186,7 +207,7 @@ def _one_pass(self, begin, dl):
 Learner._do_epoch, Learner._one_pass = _do_epoch, _one_pass
 
 
-# nbs/04_callbacks.ipynb, code cell 19
+# nbs/04_callbacks.ipynb, code cell 20
 def _one_batch(self, xb, yb):
     "One batch: predict and compute the loss; when training, also backward and step."
     self.xb, self.yb = xb, yb
@@ -208,14 +229,14 @@ def _one_batch(self, xb, yb):
 Learner._one_batch = _one_batch
 
 
-# nbs/04_callbacks.ipynb, code cell 20
+# nbs/04_callbacks.ipynb, code cell 21
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 26
+# nbs/04_callbacks.ipynb, code cell 29
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -243,7 +264,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 28
+# nbs/04_callbacks.ipynb, code cell 31
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -279,7 +300,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 29
+# nbs/04_callbacks.ipynb, code cell 32
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -290,7 +311,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 31
+# nbs/04_callbacks.ipynb, code cell 34
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10

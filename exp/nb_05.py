@@ -190,12 +190,19 @@ LR_Find.suggestion, LR_Find.plot = property(_lr_find_suggestion), _lr_find_plot
 
 
 # nbs/05_anneal.ipynb, code cell 16
-def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., **kwargs):
-    "Run an LR range test on `learn`, then restore its model and optimizer; returns the LR_Find callback."
+def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
+    "LR range test on `learn`; then restores its model, optimizer, callbacks and the global RNG. Returns the LR_Find."
     model_state, opt_state = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
+    rng, cbs = torch.get_rng_state(), list(learn.cbs)
+    keep = (TrainEvalCallback, *(keep if isinstance(keep, (list, tuple)) else [keep]))
+    others = [cb for cb in cbs if not isinstance(cb, keep)]
     finder = LR_Find(max_iter, min_lr, max_lr, **kwargs)
+    learn.remove_cbs(others)
     try: learn.fit(math.ceil(max_iter / len(learn.data.train_dl)), cbs=finder)
     finally:
         learn.model.load_state_dict(model_state)
         learn.opt.load_state_dict(opt_state)
+        torch.set_rng_state(rng)
+        learn.add_cbs(others)
+        learn.cbs[:] = cbs                    # the original order
     return finder

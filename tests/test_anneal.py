@@ -1,4 +1,5 @@
 """Tests for exp.nb_05: schedules, combine_scheds, ParamScheduler, Recorder and the LR finder (tiny synthetic data)."""
+import copy
 import math
 
 import matplotlib
@@ -9,9 +10,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_05 import (Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner, LR_Find,
-                       ParamScheduler, Recorder, Sampler, combine_scheds, find_lr, one_cycle_cbs, sched_cos, sched_exp,
-                       sched_lin, sched_no, sched_one_cycle)
+from exp.nb_05 import (AvgStatsCallback, Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner,
+                       LR_Find, ParamScheduler, Recorder, Sampler, TrainEvalCallback, combine_scheds, find_lr, get_dls,
+                       get_learner, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle)
 
 
 def make_learner(cbs=None, lr=0.1, n_train=32, n_valid=16, bs=8, groups=False, momentum=0.):
@@ -150,6 +151,18 @@ def test_one_cycle_training_follows_schedule():
     assert max(range(20), key=lrs.__getitem__) == 6
 
 
+def test_param_scheduler_pos_is_fraction_done_before_the_batch():
+    "Batch i of N is trained at pos i/N: the last batch gets the value at (N-1)/N, never the one at pos 1."
+    learn = make_learner(cbs=Recorder(), n_train=16)          # 2 batches
+    learn.fit(1, cbs=one_cycle_cbs(0.5))
+    f = sched_one_cycle(0.5 / 25, 0.5, 0.5 / 1e4)
+    assert learn.recorder.lrs[0] == pytest.approx([f(0), f(0.5)])
+    learn = make_learner(cbs=Recorder(), n_train=80)          # 10 batches
+    learn.fit(1, cbs=ParamScheduler('lr', sched_lin(1., 0.)))
+    assert learn.recorder.lrs[0] == pytest.approx([1 - i / 10 for i in range(10)])
+    assert learn.recorder.lrs[0][-1] == pytest.approx(0.1)
+
+
 def test_recorder_plots():
     learn = make_learner(cbs=Recorder())
     learn.fit(1, cbs=ParamScheduler('lr', sched_exp(0.01, 1.)))
@@ -208,17 +221,73 @@ def test_lr_find_stops_on_nan_loss():
     assert finder.diverged and len(finder.losses) == 6 and math.isnan(finder.losses[-1])
 
 
-def test_find_lr_restores_learner_and_suggests():
-    learn = make_learner(lr=0.123, momentum=0.5)
-    w = learn.model.weight.detach().clone()
+def same(a, b):
+    "Deep equality of (nested dicts/lists of) tensors and plain values; tensors must be exactly equal."
+    if isinstance(a, torch.Tensor): return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict): return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)): return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return a == b
+
+
+def test_find_lr_restores_learner_and_suggests(capsys):
+    learn = make_learner(cbs=[Recorder(), AvgStatsCallback(show=True)], lr=0.123, momentum=0.5)
+    learn.fit(2)                                  # so the optimizer has state (momentum buffers) and the callbacks records
+    capsys.readouterr()
+    model0, opt0 = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
+    assert len(opt0['state']) == 2 and all('momentum_buffer' in st for st in opt0['state'].values())
+    cbs0, rec0, hist0 = list(learn.cbs), copy.deepcopy(learn.recorder.vals), copy.deepcopy(learn.avg_stats.history)
+    losses0, rng0 = list(learn.recorder.losses), torch.get_rng_state()
     finder = find_lr(learn, max_iter=30, min_lr=1e-3, max_lr=1e4)
-    assert torch.equal(learn.model.weight, w)
-    assert learn.opt.param_groups[0]['lr'] == 0.123 and learn.opt.param_groups[0]['momentum'] == 0.5
-    assert not hasattr(learn, 'lr_find')
+    assert len(finder.losses) > 5 and learn.n_iter == len(finder.losses) - finder.diverged   # the sweep trained
+    assert same(learn.model.state_dict(), model0) and same(learn.opt.state_dict(), opt0)
+    assert learn.cbs == cbs0 and learn.recorder is cbs0[1] and learn.avg_stats is cbs0[2] and not hasattr(learn, 'lr_find')
+    assert learn.recorder.losses == losses0 and same(learn.recorder.vals, rec0) and learn.avg_stats.history == hist0
+    assert capsys.readouterr().out == ''          # the stats table printed nothing during the sweep
+    assert torch.equal(torch.get_rng_state(), rng0)
     i = min(range(len(finder.smooth_losses)), key=finder.smooth_losses.__getitem__)
     assert finder.suggestion == pytest.approx(finder.lrs[i] / 10)
     assert len(finder.plot().lines) == 3
     plt.close('all')
+
+
+def test_find_lr_keeps_callbacks_of_the_keep_classes():
+    class Count(Callback):
+        def __init__(self): self.n = 0
+        def after_step(self): self.n += 1
+    class Other(Callback):
+        def __init__(self): self.n = 0
+        def after_step(self): self.n += 1
+    learn = make_learner(cbs=[Other(), Count()])
+    finder = find_lr(learn, max_iter=6, min_lr=1e-4, max_lr=1e-3, keep=Count)
+    assert learn.count.n == len(finder.losses) == 6 and learn.other.n == 0
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback, Other, Count]
+
+
+def test_find_lr_restores_even_when_the_sweep_fails():
+    class Boom(Callback):
+        def after_step(self):
+            if self.n_iter == 2: raise RuntimeError('boom')
+    learn = make_learner(cbs=[Recorder(), Boom()], momentum=0.9)
+    w, rng, cbs = learn.model.weight.detach().clone(), torch.get_rng_state(), list(learn.cbs)
+    with pytest.raises(RuntimeError, match='boom'): find_lr(learn, max_iter=10, min_lr=1e-3, max_lr=1e-1, keep=Boom)
+    assert torch.equal(learn.model.weight, w) and learn.opt.state_dict()['state'] == {}
+    assert learn.cbs == cbs and torch.equal(torch.get_rng_state(), rng) and not hasattr(learn, 'lr_find')
+
+
+def test_training_after_find_lr_is_the_same_as_without():
+    "Same weights, same shuffling (get_dls shuffles with the global RNG): find_lr in between changes nothing."
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(96, 5, generator=g), torch.randint(0, 2, (96,), generator=g)
+    data = DataBunch(*get_dls(Dataset(x[:64], y[:64]), Dataset(x[64:], y[64:]), 8), c=2)
+    def run(sweep):
+        torch.manual_seed(0)
+        learn = get_learner(data, lr=0.3, nh=4, cbs=Recorder())
+        learn.fit(1)
+        if sweep: find_lr(learn, max_iter=12)
+        learn.fit(1)
+        return learn.recorder.losses, learn.model.state_dict()
+    (l1, s1), (l2, s2) = run(False), run(True)
+    assert l1 == l2 and same(s1, s2)
 
 
 def test_lr_find_suggestion_needs_a_finite_loss():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_04 import (EVENTS, AvgStats, AvgStatsCallback, Callback, CancelBatchException, CancelEpochException,
+from exp.nb_04 import (CANCEL_EVENTS, EVENTS, AvgStats, AvgStatsCallback, Callback, CancelBatchException, CancelEpochException,
                        CancelTrainException, DataBunch, DataLoader, Dataset, Learner, ProgressCallback, Sampler,
                        TrainEvalCallback, accuracy, camel2snake, get_dls, get_learner, progress_enabled)
 
@@ -153,8 +153,46 @@ def test_attaching_is_all_or_none():
     def broken(): raise RuntimeError('cannot make it')
     with pytest.raises(RuntimeError, match='cannot make it'): learn.add_cbs([Fine, broken])
     assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
-    assert learn.add_cbs([Fine, Fine()])[0].run is learn and len(learn.cbs) == 3     # the learner still works
+    with pytest.raises(ValueError, match="named 'fine' is already attached"): learn.add_cbs([Fine, Fine()])
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
+    assert learn.add_cbs(Fine)[0].run is learn and len(learn.cbs) == 2     # the learner still works
     learn.fit(1)
+
+
+def test_extra_callback_with_the_name_of_an_attached_one_is_refused():
+    perm = AvgStatsCallback(show=False)
+    learn = make_learner(cbs=perm)
+    for extra in (AvgStatsCallback(show=False), AvgStatsCallback):
+        with pytest.raises(ValueError, match="named 'avg_stats' is already attached"): learn.fit(1, cbs=extra)
+        with pytest.raises(ValueError, match="named 'avg_stats' is already attached"): learn.add_cbs(extra)
+    assert learn.avg_stats is perm and learn.cbs == [learn.train_eval, perm] and perm.history == []
+    learn.fit(2)                                               # the attached one still works
+    assert len(perm.history) == 2
+    learn.remove_cbs(perm)
+    learn.fit(1, cbs=AvgStatsCallback(show=False))             # once it is removed, the name is free
+    assert not hasattr(learn, 'avg_stats')
+
+
+def test_attached_instance_passed_again_is_refused():
+    class Count(Callback):
+        def __init__(self): self.n = 0
+        def begin_fit(self): self.n += 1
+    c = Count()
+    learn = make_learner(cbs=c)
+    with pytest.raises(ValueError, match='already attached to the learner'): learn.fit(1, cbs=c)
+    with pytest.raises(ValueError, match='already attached to the learner'): learn.add_cbs(c)
+    assert c.n == 0 and learn.count is c and learn.cbs == [learn.train_eval, c]
+    learn.fit(1)
+    assert c.n == 1                                            # begin_fit ran once
+    d = Count()
+    with pytest.raises(ValueError, match='already attached to the learner'): make_learner(cbs=[d, d])
+
+
+@pytest.mark.parametrize('name', ['Loss', 'Pred', 'Epoch', 'NIter'])
+def test_callback_name_cannot_be_a_loop_attribute(name):
+    "Names of attributes the loop sets during fit are refused even before the first fit, when they don't exist yet."
+    C = type(name, (Callback,), {})
+    with pytest.raises(ValueError, match="would hide the learner's attribute"): make_learner(cbs=C())
 
 
 def test_extra_callbacks_removed_even_if_after_fit_fails():
@@ -232,6 +270,75 @@ def test_cancel_train_ends_fit():
     assert names(log) == (['begin_fit'] + epoch_events(3, 2) + ['begin_epoch'] + TRAIN_BATCH
                           + ['after_cancel_train', 'after_fit'])
     assert (learn.n_iter, learn.epoch) == (4, 1)
+
+
+def test_cancel_train_during_validation_ends_training():
+    class StopInValid(Callback):
+        _order = 200
+        def after_batch(self):
+            if not self.run.in_train: raise CancelTrainException()
+    log = Log()
+    learn = make_learner()
+    learn.fit(3, cbs=[StopInValid(), log])
+    assert names(log) == (['begin_fit', 'begin_epoch'] + TRAIN_BATCH * 3 + ['begin_validate'] + VALID_BATCH
+                          + ['after_cancel_train', 'after_fit'])
+    assert (learn.epoch, learn.n_iter) == (0, 3) and not hasattr(learn, 'stop_in_valid')
+
+
+# A cancel exception ends a loop only from the events inside it (CANCEL_EVENTS); anywhere else it is a RuntimeError.
+CANCEL_KIND = {CancelBatchException: 'batch', CancelEpochException: 'epoch', CancelTrainException: 'train'}
+# to reach an after_cancel_* event, another callback first raises the matching exception at an event that allows it
+TRIGGER = {'after_cancel_batch': (CancelBatchException, 'after_step'),
+           'after_cancel_epoch': (CancelEpochException, 'after_batch'),
+           'after_cancel_train': (CancelTrainException, 'after_epoch')}
+
+
+def raise_once(exc, event, name, order=0):
+    "A callback that raises `exc` the first time `event` happens."
+    def f(self):
+        if not self.done:
+            self.done = True
+            raise exc()
+    return type(name, (Callback,), {event: f, 'done': False, '_order': order})()
+
+
+def raiser_and_trigger(exc, event):
+    cbs = [raise_once(exc, event, 'Raiser')]
+    if event in TRIGGER: cbs.append(raise_once(*TRIGGER[event], 'Trigger', order=-1))
+    return cbs
+
+
+def test_cancel_events_table():
+    assert set(CANCEL_EVENTS) == set(CANCEL_KIND)
+    for evs in CANCEL_EVENTS.values(): assert set(evs) <= set(EVENTS)
+    assert set(CANCEL_EVENTS[CancelBatchException]) < set(CANCEL_EVENTS[CancelEpochException]) < set(CANCEL_EVENTS[CancelTrainException])
+
+
+IN_SCOPE = [(exc, e) for exc, evs in CANCEL_EVENTS.items() for e in evs]
+OUT_OF_SCOPE = [(exc, e) for exc, evs in CANCEL_EVENTS.items() for e in EVENTS if e not in evs]
+
+
+@pytest.mark.parametrize('exc,event', IN_SCOPE, ids=[f'{x.__name__}-{e}' for x, e in IN_SCOPE])
+def test_cancel_inside_its_loop_is_caught_by_it(exc, event):
+    log = Log()
+    learn = make_learner()
+    cbs = raiser_and_trigger(exc, event)
+    learn.fit(2, cbs=cbs + [log])
+    assert cbs[0].done and f'after_cancel_{CANCEL_KIND[exc]}' in names(log) and names(log)[-1] == 'after_fit'
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback]
+
+
+@pytest.mark.parametrize('exc,event', OUT_OF_SCOPE, ids=[f'{x.__name__}-{e}' for x, e in OUT_OF_SCOPE])
+def test_cancel_outside_its_loop_is_an_error(exc, event):
+    log = Log()
+    learn = make_learner()
+    cbs = raiser_and_trigger(exc, event)
+    with pytest.raises(RuntimeError, match=rf'{exc.__name__}\(\) raised in {event}, outside the loop it cancels') as info:
+        learn.fit(2, cbs=cbs + [log])
+    assert cbs[0].done and isinstance(info.value.__cause__, exc)
+    assert f'after_cancel_{CANCEL_KIND[exc]}' not in names(log)      # no loop took it for its own
+    if event != 'after_fit': assert names(log)[-1] == 'after_fit'    # after_fit still ran
+    assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'raiser')
 
 
 def test_cancel_train_in_begin_fit():

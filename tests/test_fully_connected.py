@@ -105,6 +105,23 @@ def test_mse_grad_and_batch_of_one(bs):
     _close(out.g, oa.grad, torch.float64)
 
 
+@pytest.mark.parametrize('bs', [1, 3])
+def test_mse_refuses_a_target_with_a_last_axis(bs):
+    "A (bs, 1) target would broadcast to bs x bs against the squeezed output: refused, naming both shapes."
+    g = torch.Generator().manual_seed(10 + bs)
+    out, y = torch.randn(bs, 1, generator=g, **DD), torch.randn(bs, generator=g, **DD)
+    shapes = rf'\({bs}, 1\).*\({bs},\).*\({bs}, 1\)'         # output, wanted target, target given
+    with pytest.raises(ValueError, match=shapes): mse(out, y[:, None])
+    layer = Mse()
+    with pytest.raises(ValueError, match=shapes): layer(out, y[:, None])
+    assert not hasattr(out, 'g')                                 # nothing for a backward pass to use
+    with pytest.raises(ValueError, match='mse'): mse(out.squeeze(-1), y)    # output without its last axis
+    with pytest.raises(ValueError, match='mse'): mse(out, y[:1] if bs > 1 else y[:0])   # wrong length
+    _close(mse(out, y), F.mse_loss(out, y[:, None]), torch.float64)        # the right target still works
+    layer(out, y); layer.backward()
+    assert out.g.shape == out.shape
+
+
 @pytest.mark.parametrize('bs,n_in,nh', [(1, 6, 4), (2, 3, 1), (16, 20, 8), (50, 784, 50)])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_model_matches_autograd(bs, n_in, nh, dtype):
@@ -215,6 +232,21 @@ def test_check_grad_catches_wrong_gradients():
     no_mask = x.t() @ (out_g @ params[2].t())
     assert ((l1 <= 0).any())                      # so the bug matters in this case
     with pytest.raises(AssertionError, match='check_grad'): check_grad(f, params[0], no_mask)
+
+
+def test_check_grad_refuses_float32():
+    "In float32 the central differences are rounding noise; check_grad refuses rather than reject a right gradient."
+    x, y, params, f = _small_case(3)
+    x32, y32, p32 = x.float(), y.float(), [p.float() for p in params]
+    f32 = lambda: mse(lin(relu(lin(x32, p32[0], p32[1])), p32[2], p32[3]), y32)
+    model = Model(*p32)
+    model(x32, y32)
+    model.backward()
+    before = p32[0].clone()
+    with pytest.raises(TypeError, match='float64.*double'): check_grad(f32, p32[0], p32[0].g)
+    assert torch.equal(p32[0], before)
+    for p, q in zip(params, p32): p.g = q.g.double()               # the same (right) gradient, checked in float64
+    assert check_grad(f, params[0], params[0].g) < 1e-5
 
 
 def test_normalize():

@@ -35,6 +35,27 @@ def test_log_softmax_survives_what_the_naive_formula_cannot():
     torch.testing.assert_close(log_softmax(x), F.log_softmax(x, -1))
 
 
+NINF = float('-inf')
+MASKED = torch.tensor([[0., NINF, 2., 1.], [NINF, NINF, NINF, NINF], [NINF, 5., NINF, NINF], [NINF, -3., 40., NINF]])
+
+
+def test_logsumexp_and_log_softmax_match_torch_on_masked_rows():
+    torch.testing.assert_close(logsumexp(MASKED), torch.logsumexp(MASKED, -1))
+    assert logsumexp(MASKED)[1].item() == NINF                      # fully masked row: log(0), not nan
+    torch.testing.assert_close(log_softmax(MASKED), F.log_softmax(MASKED, -1), equal_nan=True)
+    partly = MASKED[[0, 2, 3]]
+    torch.testing.assert_close(log_softmax(partly), F.log_softmax(partly, -1))
+    assert not log_softmax(partly).isnan().any()
+
+
+def test_cross_entropy_gradient_matches_torch_on_partly_masked_rows():
+    x, y = MASKED[[0, 2, 3]].clone().requires_grad_(), torch.tensor([2, 1, 1])
+    g_ours, = torch.autograd.grad(cross_entropy(x, y), x)
+    g_torch, = torch.autograd.grad(F.cross_entropy(x, y), x)
+    torch.testing.assert_close(cross_entropy(x, y), F.cross_entropy(x, y))
+    torch.testing.assert_close(g_ours, g_torch)
+
+
 @pytest.mark.parametrize('bs,scale', CASES)
 def test_nll_and_cross_entropy_match_torch(bs, scale):
     x, y = logits(bs, scale), targets(bs)
@@ -101,6 +122,25 @@ def test_sampler_without_seed_follows_torch_manual_seed():
     torch.manual_seed(7); a = one_epoch(Sampler(ds, 8, shuffle=True))
     torch.manual_seed(7); b = one_epoch(Sampler(ds, 8, shuffle=True))
     assert a == b
+    assert a != list(range(50)) and sorted(a) == list(range(50))  # really shuffled, not silently in order
+    torch.manual_seed(8)
+    assert one_epoch(Sampler(ds, 8, shuffle=True)) != a
+
+
+@pytest.mark.parametrize('shuffle', [False, True])
+def test_sampler_and_dataloader_on_an_empty_dataset_give_no_batches(shuffle):
+    ds = small_ds(0)
+    s = Sampler(ds, 4, shuffle=shuffle, seed=0)
+    assert len(s) == 0 and list(s) == []
+    for batched in (False, True):
+        dl = DataLoader(ds, s, batched=batched)
+        assert len(dl) == 0 and list(dl) == []
+
+
+@pytest.mark.parametrize('bs', [0, -1])
+def test_sampler_rejects_a_batch_size_below_one(bs):
+    with pytest.raises(ValueError, match='at least 1'):
+        Sampler(small_ds(5), bs)
 
 
 def test_collate_stacks_items():
@@ -200,6 +240,21 @@ def test_short_fit_lowers_the_loss(capsys):
     assert tl < tl0 and vl < vl0 < before
     assert acc > 0.6                                    # chance is 1/3
     assert capsys.readouterr().out.count('epoch') == 3
+
+
+@pytest.mark.parametrize('which', ['train_dl', 'valid_dl'])
+def test_fit_refuses_an_empty_loader_before_training(which, capsys):
+    x, y = synthetic(40)
+    torch.manual_seed(0)
+    model, opt = get_model(20, 8, 3, lr=0.5)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    full, empty = Dataset(x, y), Dataset(x[:0], y[:0])
+    dls = {'train_dl': DataLoader(full, Sampler(full, 16)), 'valid_dl': DataLoader(full, Sampler(full, 16))}
+    dls[which] = DataLoader(empty, Sampler(empty, 16))
+    with pytest.raises(ValueError, match=f'{which} has no batches'):
+        fit(1, model, cross_entropy, opt, dls['train_dl'], dls['valid_dl'])
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), w0))
+    assert capsys.readouterr().out == ''
 
 
 def test_fit_is_reproducible_and_weights_the_last_batch(capsys):
