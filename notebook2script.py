@@ -452,6 +452,11 @@ def run(notebooks: Sequence[str], dest: str | None, check: bool) -> int:
     return 0
 
 
+def export(*notebooks: str, dest: str | None = None) -> None:
+    """Export notebooks from Python (a lesson's last cell); an export problem raises ExportError."""
+    run([str(n) for n in notebooks], dest, check=False)
+
+
 def main(*notebooks: str, dest: str | None = None, check: bool = False) -> None:
     """Export the #export cells of notebooks (default: every numbered notebook in nbs/) into exp/nb_XX.py.
 
