@@ -19,6 +19,8 @@ import exp as _exp
 class DataError(Exception):
     "A data file is missing, unreadable, unsafe, malformed or not the expected data."
 
+
+# nbs/00a_data.ipynb, code cell 4
 def _repo():
     "Root of the repo (exp/ is installed from it in editable mode)."
     return _Path(_exp.__file__).resolve().parent.parent
@@ -37,7 +39,7 @@ def _short(p):
     return p.name
 
 
-# nbs/00a_data.ipynb, code cell 5
+# nbs/00a_data.ipynb, code cell 6
 def _progress(done, total, width=30):
     "Redraw a one-line text progress bar on stderr."
     if total: bar = f"[{'#' * (width * done // total):.<{width}}] {done / 2**20:5.1f} of {total / 2**20:.1f} MB"
@@ -56,8 +58,11 @@ def _fetch(url, f, timeout, what):
     _sys.stderr.write('\n')
     if total and done < total: raise DataError(f'truncated download: got {done:,} of {total:,} bytes')
 
+
+# nbs/00a_data.ipynb, code cell 7
 def _download(url, dest, check, timeout=30, what='data'):
     "Download `url` into a temp file beside `dest`, run `check(temp_path)`, then rename it to `dest`."
+    made = not dest.parent.exists()  # a folder we create is removed again if the download fails
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
     try:
@@ -68,10 +73,12 @@ def _download(url, dest, check, timeout=30, what='data'):
     except Exception as e:
         if _os.path.getsize(tmp): print(f'  rejected: {e}', file=_sys.stderr)  # only once data arrived
         raise
-    finally: _Path(tmp).unlink(missing_ok=True)
+    finally:
+        _Path(tmp).unlink(missing_ok=True)
+        if made and not any(dest.parent.iterdir()): dest.parent.rmdir()
 
 
-# nbs/00a_data.ipynb, code cell 8
+# nbs/00a_data.ipynb, code cell 10
 MNIST_URLS = [  # tried in this order
     'https://github.com/mnielsen/neural-networks-and-deep-learning/raw/master/data/mnist.pkl.gz',
     'https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz',
@@ -86,7 +93,7 @@ class MnistError(DataError):
     "An MNIST file is missing, unreadable, unsafe or not the expected data."
 
 
-# nbs/00a_data.ipynb, code cell 9
+# nbs/00a_data.ipynb, code cell 11
 _ARRAY_GLOBALS = {'numpy': ('ndarray', 'dtype'),  # numpy 1.x names, then the numpy 2.x ones
                   'numpy.core.multiarray': ('_reconstruct', 'scalar'), 'numpy.core.numeric': ('_frombuffer',),
                   'numpy._core.multiarray': ('_reconstruct', 'scalar'), 'numpy._core.numeric': ('_frombuffer',)}
@@ -102,7 +109,7 @@ class ArrayUnpickler(_pickle.Unpickler):
         return getattr(_importlib.import_module(f"{core}.{module.rsplit('.', 1)[1]}"), name)
 
 
-# nbs/00a_data.ipynb, code cell 11
+# nbs/00a_data.ipynb, code cell 13
 def _fingerprint(data):
     "sha256 hex digest of the six arrays' little-endian bytes, in file order."
     h = _hashlib.sha256()
@@ -126,6 +133,8 @@ def _problem(data, kind):
     if _fingerprint(data) != MNIST_SHA256[kind]:
         return 'shapes and ranges are right but the values differ (sha256 fingerprint mismatch)'
 
+
+# nbs/00a_data.ipynb, code cell 14
 def _verify(path, kind):
     "Load `path` with ArrayUnpickler and check it; raise MnistError saying what is wrong."
     try:  # encoding='bytes': Python 2 strings (the raw pixels) come back as bytes, which numpy uses as is
@@ -145,7 +154,7 @@ def load_mnist(path, kind='full'):
     except MnistError as e: raise MnistError(f'{path}: {e}. {_FIX[kind]}') from e
 
 
-# nbs/00a_data.ipynb, code cell 12
+# nbs/00a_data.ipynb, code cell 15
 def download_mnist(dest=None, urls=None, timeout=30):
     "Download and verify mnist.pkl.gz from the first mirror in `urls` (default MNIST_URLS) that works."
     dest = _Path(dest) if dest else data_dir()/'mnist.pkl.gz'
@@ -158,7 +167,7 @@ def download_mnist(dest=None, urls=None, timeout=30):
         '(see data/README.md).']))
 
 
-# nbs/00a_data.ipynb, code cell 13
+# nbs/00a_data.ipynb, code cell 16
 def _mnist():
     "Full MNIST from data_dir() (downloaded when missing), else the shipped sample; prints which."
     path = data_dir()/'mnist.pkl.gz'
@@ -176,6 +185,8 @@ def _tensors(*arrays):
     "Tensors sharing memory with the numpy `arrays` (copied only if an array is read-only)."
     return tuple(torch.from_numpy(_np.require(a, requirements='W')) for a in arrays)
 
+
+# nbs/00a_data.ipynb, code cell 17
 def get_data():
     "MNIST as tensors `x_train, y_train, x_valid, y_valid` (float32 pixels in [0,1), int64 labels)."
     (x_train, y_train), (x_valid, y_valid), _ = _mnist()
@@ -190,7 +201,7 @@ def is_full_mnist(x_train):
     return len(x_train) == MNIST_ROWS['full'][0]
 
 
-# nbs/00a_data.ipynb, code cell 17
+# nbs/00a_data.ipynb, code cell 21
 _IDX_TYPES = {0x08: 'u1', 0x09: 'i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}  # big-endian
 
 def _parse_idx(b, name):
@@ -208,13 +219,16 @@ def _parse_idx(b, name):
                         f"{want:,} bytes, but it holds {len(b):,}")
     return _np.frombuffer(b, dt, offset=4 + 4*nd).reshape(shape)
 
-def _idx_bytes(path):
-    "The bytes of the idx file `path`, decompressed when it is gzipped."
+
+# nbs/00a_data.ipynb, code cell 22
+def _idx_bytes(path, name=None):
+    "The bytes of the idx file `path`, decompressed when it is gzipped; errors call it `name` (default: `path`)."
+    name = name or path
     try: b = _Path(path).read_bytes()
-    except OSError as e: raise DataError(f'{path}: cannot read ({e.strerror or e})') from e
+    except OSError as e: raise DataError(f'{name}: cannot read ({e.strerror or e})') from e
     if b[:2] != b'\x1f\x8b': return b
     try: return _gzip.decompress(b)
-    except Exception as e: raise DataError(f'{path}: damaged gzip file ({type(e).__name__}: {e})') from e
+    except Exception as e: raise DataError(f'{name}: damaged gzip file ({type(e).__name__}: {e})') from e
 
 def read_idx(path):
     "The values in the idx file `path` (gzipped or not) as a tensor, after checking its header and length."
@@ -222,7 +236,7 @@ def read_idx(path):
     return torch.from_numpy(a.astype(a.dtype.newbyteorder('='), copy=True))
 
 
-# nbs/00a_data.ipynb, code cell 19
+# nbs/00a_data.ipynb, code cell 24
 FASHION_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                    'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')  # in label order
 FASHION_URLS = [  # tried in this order; a file's URL is one of these followed by its name
@@ -242,7 +256,7 @@ class FashionError(DataError):
     "Fashion-MNIST is missing, or one of its files is unreadable, malformed or not the original."
 
 
-# nbs/00a_data.ipynb, code cell 20
+# nbs/00a_data.ipynb, code cell 25
 def _original(path, b, name):
     "Raise DataError unless `b`, the decompressed bytes of `path`, are the original Fashion-MNIST file `name`."
     if _hashlib.sha256(b).hexdigest() != FASHION_SHA256[name]:
@@ -263,7 +277,7 @@ def _fashion_split(folder, split):
     return x, y
 
 
-# nbs/00a_data.ipynb, code cell 21
+# nbs/00a_data.ipynb, code cell 26
 def _fashion_tensors(x_train, y_train, x_valid, y_valid):
     "Tensors from uint8 numpy images (n, 28, 28) and labels: pixels as float32 k/255 in rows of 784, labels int64."
     px = lambda x: torch.from_numpy(_np.divide(x.reshape(len(x), 784), 255, dtype=_np.float32))
@@ -280,11 +294,11 @@ def load_fashion(folder):
     return _fashion_tensors(x, y, xv, yv)
 
 
-# nbs/00a_data.ipynb, code cell 22
+# nbs/00a_data.ipynb, code cell 27
 def _check_download(name):
     "A `_download` check accepting only the original Fashion-MNIST file `name`."
     def check(path):
-        b = _idx_bytes(path)
+        b = _idx_bytes(path, name)  # the temporary file, named in errors by the file it will become
         _parse_idx(b, name)
         _original(name, b, name)
     return check
@@ -303,7 +317,7 @@ def download_fashion(dest=None, urls=None, timeout=30):
     return dest
 
 
-# nbs/00a_data.ipynb, code cell 23
+# nbs/00a_data.ipynb, code cell 28
 FASHION_SAMPLE_SHA256 = '0bf60ec9c80ade717399c4609fff77735220cc98a4c0575734daaa5d0e42926c'  # of its 4 arrays
 _SAMPLE_KEYS = ('x_train', 'y_train', 'x_valid', 'y_valid')
 
@@ -328,7 +342,7 @@ def load_fashion_sample(path=None):
     return _fashion_tensors(*a)
 
 
-# nbs/00a_data.ipynb, code cell 24
+# nbs/00a_data.ipynb, code cell 29
 def _where(folder):
     "A folder as printed: relative to the data folder or repo, or in full for a system folder."
     return str(folder) if folder == _DEBIAN_FASHION else _short(folder)
@@ -341,6 +355,8 @@ def _find_fashion():
     try: return download_fashion(local)
     except FashionError: return None
 
+
+# nbs/00a_data.ipynb, code cell 30
 def get_fashion():
     "Fashion-MNIST as tensors `x_train, y_train, x_valid, y_valid` (float32 pixels in [0,1], int64 labels)."
     if folder := _find_fashion():
