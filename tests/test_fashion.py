@@ -25,6 +25,7 @@ def _load_script(name):
     "A data/ script's source run as a module, without writing a __pycache__ into data/."
     path = REPO / 'data' / name
     m = types.ModuleType(name[:-3])
+    m.__file__ = str(path)
     exec(compile(path.read_text(), str(path), 'exec'), m.__dict__)
     return m
 
