@@ -13,7 +13,7 @@ pixels as float32 k/256 and labels as int64, exactly like the full `mnist.pkl.gz
 
 The file is written deterministically (fixed seed, fixed pickle names, gzip mtime 0), so running the
 script again gives the same bytes (with the same zlib). It prints the sha256 fingerprint of the arrays,
-which must equal `MNIST_SHA256['sample']` in nbs/01_matmul.ipynb.
+which must equal `MNIST_SHA256['sample']` in nbs/00a_data.ipynb.
 Exit codes: 0 success, 1 bad or missing input.
 """
 from __future__ import annotations

@@ -4,187 +4,14 @@
 
 
 # nbs/01_matmul.ipynb, code cell 1
-from exp.nb_00 import *
+from exp.nb_00a import *
 import math, statistics, time
 import torch
 from torch import tensor
 import matplotlib.pyplot as plt
 
 
-# nbs/01_matmul.ipynb, code cell 2
-import gzip, hashlib, importlib, os, pickle, sys, tempfile, urllib.request
-from pathlib import Path
-import numpy as _np
-import exp
-
-MNIST_URLS = [  # tried in this order
-    'https://github.com/mnielsen/neural-networks-and-deep-learning/raw/master/data/mnist.pkl.gz',
-    'https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz',
-]
-MNIST_ROWS = {'full': (50_000, 10_000, 10_000), 'sample': (4_000, 500, 500)}  # train, valid, test
-MNIST_SHA256 = {  # sha256 of the six arrays' bytes, in file order
-    'full':   'c1f6f04d235d2cc59ace7f3d311b01afa572545f5dce793011108e842770c5f1',
-    'sample': '5bedce6c2b92782ca6b6c335b01c54aded74439e5d944c04d85b049a8b87e618',
-}
-
-class MnistError(Exception):
-    "An MNIST file is missing, unreadable, unsafe or not the expected data."
-
-def _repo():
-    "Root of the repo (exp/ is installed from it in editable mode)."
-    return Path(exp.__file__).resolve().parent.parent
-
-def data_dir():
-    "Folder for mnist.pkl.gz: $FOUNDATIONS_DATA when set, else data/ at the root of the repo."
-    env = os.environ.get('FOUNDATIONS_DATA')
-    return Path(env).expanduser() if env else _repo()/'data'
-
-def _short(p):
-    "`p` relative to the repo (or to $FOUNDATIONS_DATA), so printed lines hold no machine-specific path."
-    p, env = Path(os.path.abspath(p)), os.environ.get('FOUNDATIONS_DATA')
-    for root, prefix in ([(env, '$FOUNDATIONS_DATA/')] if env else []) + [(_repo(), '')]:
-        root = Path(os.path.abspath(Path(root).expanduser()))
-        if p.is_relative_to(root): return prefix + p.relative_to(root).as_posix()
-    return p.name
-
-
-# nbs/01_matmul.ipynb, code cell 3
-_ARRAY_GLOBALS = {'numpy': ('ndarray', 'dtype'),  # numpy 1.x names, then the numpy 2.x ones
-                  'numpy.core.multiarray': ('_reconstruct', 'scalar'), 'numpy.core.numeric': ('_frombuffer',),
-                  'numpy._core.multiarray': ('_reconstruct', 'scalar'), 'numpy._core.numeric': ('_frombuffer',)}
-
-class ArrayUnpickler(pickle.Unpickler):
-    "An unpickler that rebuilds numpy arrays and dtypes, and refuses every other global before it runs."
-    def find_class(self, module, name):
-        "The allowed numpy object for `module.name`; UnpicklingError for anything else."
-        if name not in _ARRAY_GLOBALS.get(module, ()):
-            raise pickle.UnpicklingError(f"refused {module}.{name}: a data file may only contain numpy arrays")
-        if module == 'numpy': return getattr(_np, name)
-        core = 'numpy._core' if int(_np.__version__.split('.')[0]) >= 2 else 'numpy.core'
-        return getattr(importlib.import_module(f"{core}.{module.rsplit('.', 1)[1]}"), name)
-
-
 # nbs/01_matmul.ipynb, code cell 5
-def _fingerprint(data):
-    "sha256 hex digest of the six arrays' little-endian bytes, in file order."
-    h = hashlib.sha256()
-    for pair in data:
-        for a in pair: h.update(a.astype(a.dtype.newbyteorder('<'), order='C', copy=False))
-    return h.hexdigest()
-
-def _problem(data, kind):
-    "What makes `data` differ from the expected MNIST `kind` ('full' or 'sample'), or None."
-    if not (isinstance(data, (tuple, list)) and len(data) == 3
-            and all(isinstance(p, (tuple, list)) and len(p) == 2 for p in data)):
-        return 'not in the ((x_train,y_train),(x_valid,y_valid),(x_test,y_test)) layout'
-    for (x, y), s, n in zip(data, ('train', 'valid', 'test'), MNIST_ROWS[kind]):
-        if not (isinstance(x, _np.ndarray) and isinstance(y, _np.ndarray)): return f'x_{s} or y_{s} is not an array'
-        if (x.dtype, y.dtype) != (_np.float32, _np.int64):
-            return f'x_{s}, y_{s} have dtypes {x.dtype}, {y.dtype} instead of float32, int64'
-        if (x.shape, y.shape) != ((n, 784), (n,)):
-            return f'x_{s}, y_{s} have shapes {x.shape}, {y.shape} instead of {(n, 784)}, {(n,)}'
-        if not (x.min() >= 0 and x.max() < 1): return f'x_{s} has pixels outside [0, 1)'
-        if not (y.min() >= 0 and y.max() <= 9): return f'y_{s} has labels outside 0..9'
-    if _fingerprint(data) != MNIST_SHA256[kind]:
-        return 'shapes and ranges are right but the values differ (sha256 fingerprint mismatch)'
-
-def _verify(path, kind):
-    "Load `path` with ArrayUnpickler and check it; raise MnistError saying what is wrong."
-    try:  # encoding='bytes': Python 2 strings (the raw pixels) come back as bytes, which numpy uses as is
-        with gzip.open(path, 'rb') as f: data = ArrayUnpickler(f, encoding='bytes').load()
-    except Exception as e: raise MnistError(f'cannot be read safely ({type(e).__name__}: {e})') from e
-    if why := _problem(data, kind): raise MnistError(why)
-    return data
-
-_FIX = {'full': 'Delete it and call get_data() again to download a fresh copy, or put a good copy there '
-                'by hand (see data/README.md).',
-        'sample': 'The sample shipped with the repo is damaged: restore data/mnist_sample.pkl.gz from git '
-                  'or rebuild it with data/make_sample.py.'}
-
-def load_mnist(path, kind='full'):
-    "Safely load and verify an MNIST pickle, returning its ((x,y),(x,y),(x,y)) numpy arrays."
-    try: return _verify(path, kind)
-    except MnistError as e: raise MnistError(f'{path}: {e}. {_FIX[kind]}') from e
-
-
-# nbs/01_matmul.ipynb, code cell 6
-def _progress(done, total, width=30):
-    "Redraw a one-line text progress bar on stderr."
-    if total: bar = f"[{'#' * (width * done // total):.<{width}}] {done / 2**20:5.1f} of {total / 2**20:.1f} MB"
-    else: bar = f"{done / 2**20:5.1f} MB"
-    sys.stderr.write(f'\r  {bar}'); sys.stderr.flush()
-
-def _fetch(url, f, timeout):
-    "Stream `url` into the open binary file `f`, showing progress; raise MnistError if the body is cut short."
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        print(f'Downloading MNIST from {url}', file=sys.stderr)
-        total, done, shown = int(r.headers.get('Content-Length') or 0), 0, -1
-        while chunk := r.read(1 << 16):
-            f.write(chunk); done += len(chunk)
-            step = done * 50 // total if total else done >> 20
-            if step != shown: _progress(done, total); shown = step
-    sys.stderr.write('\n')
-    if total and done < total: raise MnistError(f'truncated download: got {done:,} of {total:,} bytes')
-
-def _download_one(url, dest, timeout):
-    "Download `url`, verify it as full MNIST and rename it to `dest`; never leaves a partial file."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f: _fetch(url, f, timeout)
-        _verify(tmp, 'full')
-        os.chmod(tmp, 0o644)  # mkstemp made it private to us
-        os.replace(tmp, dest)
-    except Exception as e:
-        if os.path.getsize(tmp): print(f'  rejected: {e}', file=sys.stderr)  # only once data arrived
-        raise
-    finally: Path(tmp).unlink(missing_ok=True)
-
-def download_mnist(dest=None, urls=None, timeout=30):
-    "Download and verify mnist.pkl.gz from the first mirror in `urls` (default MNIST_URLS) that works."
-    dest = Path(dest) if dest else data_dir()/'mnist.pkl.gz'
-    tried = []
-    for url in (MNIST_URLS if urls is None else urls):
-        try: _download_one(url, dest, timeout); return dest
-        except Exception as e: tried.append(f'  {url}: {type(e).__name__}: {e}')
-    raise MnistError('\n'.join([f'Could not download MNIST; tried {len(tried)} mirror(s):', *tried,
-        f'To use full MNIST, download mnist.pkl.gz by hand (e.g. from a URL above) and save it as {dest} '
-        '(see data/README.md).']))
-
-
-# nbs/01_matmul.ipynb, code cell 7
-def _mnist():
-    "Full MNIST from data_dir() (downloaded when missing), else the shipped sample; prints which."
-    path = data_dir()/'mnist.pkl.gz'
-    if not path.exists():
-        try: download_mnist(path)
-        except MnistError:
-            print(f'No {_short(path)} and the download failed: using the 5,000-digit MNIST sample shipped in '
-                  'data/mnist_sample.pkl.gz. For full MNIST run download_mnist() or see data/README.md.')
-            return load_mnist(_repo()/'data'/'mnist_sample.pkl.gz', 'sample')
-    data = load_mnist(path, 'full')
-    print(f'Using full MNIST from {_short(path)}')
-    return data
-
-def _tensors(*arrays):
-    "Tensors sharing memory with the numpy `arrays` (copied only if an array is read-only)."
-    return tuple(torch.from_numpy(_np.require(a, requirements='W')) for a in arrays)
-
-def get_data():
-    "MNIST as tensors `x_train, y_train, x_valid, y_valid` (float32 pixels in [0,1), int64 labels)."
-    (x_train, y_train), (x_valid, y_valid), _ = _mnist()
-    return _tensors(x_train, y_train, x_valid, y_valid)
-
-def get_test_data():
-    "MNIST's test set as tensors `x_test, y_test`, from the same source as get_data."
-    return _tensors(*_mnist()[2])
-
-def is_full_mnist(x_train):
-    "True when `x_train` has full MNIST's 50,000 training rows, False for the small sample."
-    return len(x_train) == MNIST_ROWS['full'][0]
-
-
-# nbs/01_matmul.ipynb, code cell 16
 def _check_inner(a, b):
     "Return `(n, k, m)` for 2-d tensors `a` (n,k) and `b` (k,m); raise ValueError showing both shapes otherwise."
     sa, sb = tuple(a.shape), tuple(b.shape)
@@ -195,7 +22,7 @@ def _check_inner(a, b):
     return sa[0], sa[1], sb[1]
 
 
-# nbs/01_matmul.ipynb, code cell 17
+# nbs/01_matmul.ipynb, code cell 6
 def matmul_loops(a, b):
     "Matrix product `a @ b` with three nested Python loops, one multiply-add at a time."
     n, inner, m = _check_inner(a, b)
@@ -207,7 +34,7 @@ def matmul_loops(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 20
+# nbs/01_matmul.ipynb, code cell 9
 def timeit_us(f, *args, n=5, warmup=1):
     "Median wall-clock time of one call `f(*args)` over `n` runs, in µs, after `warmup` untimed runs."
     for _ in range(warmup): f(*args)
@@ -219,7 +46,7 @@ def timeit_us(f, *args, n=5, warmup=1):
     return statistics.median(ts) * 1e6
 
 
-# nbs/01_matmul.ipynb, code cell 27
+# nbs/01_matmul.ipynb, code cell 16
 def matmul_elementwise(a, b):
     "Matrix product `a @ b`: each entry is an elementwise product of a row and a column, summed."
     n, _, m = _check_inner(a, b)
@@ -230,7 +57,7 @@ def matmul_elementwise(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 41
+# nbs/01_matmul.ipynb, code cell 30
 def matmul_broadcast(a, b):
     "Matrix product `a @ b`: each row of `a`, as a column, is broadcast against `b` and summed down."
     n, _, m = _check_inner(a, b)
@@ -240,7 +67,7 @@ def matmul_broadcast(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 43
+# nbs/01_matmul.ipynb, code cell 32
 def matmul_einsum(a, b):
     "Matrix product `a @ b` as the Einstein summation 'ik,kj->ij'."
     _check_inner(a, b)

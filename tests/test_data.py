@@ -1,6 +1,6 @@
-"""MNIST loading from exp.nb_01 (issue 4): the full file, the shipped sample, downloads from a local
-HTTP server (never the real internet), offline fallback, damaged caches and malicious pickles.
-Every test points FOUNDATIONS_DATA at its own tmp_path, so the repo's data/ is never written."""
+"""MNIST loading from exp.nb_00a (issue 4, moved out of 01_matmul by issue 11): the full file, the shipped
+sample, downloads from a local HTTP server (never the real internet), offline fallback, damaged caches and
+malicious pickles. Every test points FOUNDATIONS_DATA at its own tmp_path, so the repo's data/ is never written."""
 import gzip, hashlib, http.server, io, os, pickle, shlex, socket, threading, time, types
 from pathlib import Path
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import exp.nb_01 as nb
-from exp.nb_01 import (ArrayUnpickler, MnistError, download_mnist, get_data, get_test_data,
-                       is_full_mnist, load_mnist)
+import exp.nb_00a as nb
+from exp.nb_00a import (ArrayUnpickler, MnistError, download_mnist, get_data, get_test_data,
+                        is_full_mnist, load_mnist)
 
 REPO = Path(nb.__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'mnist_sample.pkl.gz'
@@ -319,3 +319,38 @@ def test_unpickler_allows_only_numpy_arrays():
     from collections import OrderedDict
     with pytest.raises(pickle.UnpicklingError, match='refused collections.OrderedDict'):
         ArrayUnpickler(io.BytesIO(pickle.dumps(OrderedDict(a=1)))).load()
+
+
+# --- where the names live -----------------------------------------------------------------------
+
+MNIST_NAMES = ['get_data', 'get_test_data', 'is_full_mnist', 'download_mnist', 'load_mnist', 'data_dir',
+               'MnistError', 'ArrayUnpickler', 'MNIST_URLS', 'MNIST_ROWS', 'MNIST_SHA256']
+
+
+@pytest.mark.parametrize('module', ['exp.nb_00a', 'exp.nb_01', 'exp.nb_02', 'exp.nb_05'])
+def test_data_names_reach_every_later_lesson(module):
+    "What lessons and downstream code imported from exp.nb_01 before the move still arrives by star import."
+    ns = {}
+    exec(f'from {module} import *', ns)
+    for name in MNIST_NAMES: assert ns[name] is getattr(nb, name), name
+
+
+def test_star_import_surface_is_deliberate():
+    "The plumbing's helpers and the standard-library modules it uses stay out of `from exp.nb_00a import *`."
+    ns = {}
+    exec('from exp.nb_00a import *', ns)
+    public = {k for k in ns if not k.startswith('__')}
+    assert {'gzip', 'hashlib', 'importlib', 'os', 'pickle', 'sys', 'tempfile', 'urllib', 'Path', 'np', 'exp'} & public == set()
+    assert not any(k.startswith('_') for k in public)
+    assert {'torch', 'tensor', 'test_eq', 'get_data', 'get_fashion', 'FASHION_CLASSES', 'read_idx'} <= public
+
+
+def test_notebook2script_orders_and_names_00a(tmp_path):
+    "00a_data is exported to exp/nb_00a.py, between 00 and 01, and nb_01 chains from it."
+    import notebook2script as n2s
+    for name in ('01_matmul.ipynb', '00a_data.ipynb', '00_exports.ipynb', '02_x.ipynb'): (tmp_path / name).write_text('{}')
+    assert [p.name for p in n2s.find_notebooks(tmp_path)] == ['00_exports.ipynb', '00a_data.ipynb', '01_matmul.ipynb', '02_x.ipynb']
+    assert n2s.module_name(Path('nbs/00a_data.ipynb')) == 'nb_00a'
+    assert [p.name for p in n2s.find_notebooks(REPO / 'nbs')][:3] == ['00_exports.ipynb', '00a_data.ipynb', '01_matmul.ipynb']
+    first = lambda m: next(l for l in (REPO / 'exp' / m).read_text().splitlines() if l.startswith('from exp.'))
+    assert first('nb_00a.py') == 'from exp.nb_00 import *' and first('nb_01.py') == 'from exp.nb_00a import *'
