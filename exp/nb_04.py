@@ -109,24 +109,6 @@ class Learner:
         self.in_train, self.cbs = False, []
         self.add_cbs([TrainEvalCallback()] + _as_list(cbs))
 
-    def add_cbs(self, cbs):
-        "Attach callbacks (objects, or classes/functions making one); each becomes `learn.<cb.name>`."
-        new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
-        for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
-        return new
-
-    def remove_cbs(self, cbs):
-        "Detach callbacks."
-        for cb in _as_list(cbs):
-            self.cbs.remove(cb)
-            if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
-
-    def __call__(self, event):
-        "Run every callback's method for `event`, lowest `_order` first."
-        for cb in sorted(self.cbs, key=lambda cb: cb._order):
-            f = getattr(cb, event, None)
-            if f is not None: f()
-
     def fit(self, epochs, cbs=None):
         "Train for `epochs` epochs, validating after each; `cbs` are extra callbacks for this call only."
         extra = self.add_cbs(cbs)
@@ -140,15 +122,13 @@ class Learner:
             finally: self.remove_cbs(extra)
 
     def _do_epoch(self):
-        "One epoch: a training pass, then a validation pass without gradients."
-        self._one_pass('begin_epoch', self.data.train_dl)
+        self._one_pass('begin_epoch', self.data.train_dl)             # the training pass
         with torch.no_grad():
-            self._one_pass('begin_validate', self.data.valid_dl)
+            self._one_pass('begin_validate', self.data.valid_dl)      # the validation pass
             self('after_validate')
         self('after_epoch')
 
     def _one_pass(self, begin, dl):
-        "One pass over the batches of `dl`, started by event `begin`; CancelEpochException ends it."
         self.dl, self.iters = dl, len(dl)
         try:
             self(begin)
@@ -156,7 +136,6 @@ class Learner:
         except CancelEpochException: self('after_cancel_epoch')
 
     def _one_batch(self, xb, yb):
-        "One batch: predict and compute the loss; when training, also backward and step."
         self.xb, self.yb = xb, yb
         try:
             self('begin_batch')
@@ -171,13 +150,35 @@ class Learner:
 
 
 # nbs/04_callbacks.ipynb, code cell 16
+def _attach(self, cbs):
+    "Attach callbacks (objects, or classes/functions making one); each becomes `learn.<cb.name>`."
+    new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
+    for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
+    return new
+
+def _detach(self, cbs):
+    "Detach callbacks."
+    for cb in _as_list(cbs):
+        self.cbs.remove(cb)
+        if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
+
+def _event(self, event):
+    "Run every callback's method for `event`, lowest `_order` first."
+    for cb in sorted(self.cbs, key=lambda cb: cb._order):
+        f = getattr(cb, event, None)
+        if f is not None: f()
+
+Learner.add_cbs, Learner.remove_cbs, Learner.__call__ = _attach, _detach, _event
+
+
+# nbs/04_callbacks.ipynb, code cell 17
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 23
+# nbs/04_callbacks.ipynb, code cell 24
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -205,7 +206,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 25
+# nbs/04_callbacks.ipynb, code cell 26
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -215,7 +216,7 @@ def _table_line(vals, widths):
     return '  '.join(_fmt(v).rjust(w) for v, w in zip(vals, widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 26
+# nbs/04_callbacks.ipynb, code cell 27
 class AvgStatsCallback(Callback):
     "Training and validation AvgStats; after each epoch adds a row to `history` and prints it (if `show`)."
     def __init__(self, metrics=(), show=True, train_metrics=True):
@@ -243,7 +244,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 27
+# nbs/04_callbacks.ipynb, code cell 28
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -254,7 +255,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 29
+# nbs/04_callbacks.ipynb, code cell 30
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10
@@ -287,7 +288,7 @@ class ProgressCallback(Callback):
         if self.mbar is not None: self.mbar.close(); self.mbar = None
 
 
-# nbs/04_callbacks.ipynb, code cell 34
+# nbs/04_callbacks.ipynb, code cell 35
 def _check_events(cb):
     "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
     for k in dir(type(cb)):
@@ -297,7 +298,7 @@ def _check_events(cb):
 _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
 
 
-# nbs/04_callbacks.ipynb, code cell 35
+# nbs/04_callbacks.ipynb, code cell 36
 def _check_name(learn, cb, others=()):
     "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
     n = cb.name
@@ -309,26 +310,23 @@ def _check_name(learn, cb, others=()):
         raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
-# nbs/04_callbacks.ipynb, code cell 37
+# nbs/04_callbacks.ipynb, code cell 38
 def _add_cbs(self, cbs):
     "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
     new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
     for i, cb in enumerate(new): _check_events(cb); _check_name(self, cb, new[:i])   # check all, then attach
-    for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
     self._handlers = None
-    return new
+    return _attach(self, new)
 
 def _remove_cbs(self, cbs):
-    "Detach callbacks."
-    for cb in _as_list(cbs):
-        self.cbs.remove(cb)
-        if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
+    "Detach callbacks (and forget the event handlers)."
+    _detach(self, cbs)
     self._handlers = None
 
 Learner.add_cbs, Learner.remove_cbs = _add_cbs, _remove_cbs
 
 
-# nbs/04_callbacks.ipynb, code cell 40
+# nbs/04_callbacks.ipynb, code cell 41
 _BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
 CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
     CancelBatchException: _BATCH_STEPS,
@@ -337,7 +335,7 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# nbs/04_callbacks.ipynb, code cell 42
+# nbs/04_callbacks.ipynb, code cell 43
 def _build_handlers(self):
     "Look up each callback's method for each event, once; lowest `_order` first."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)
