@@ -1,4 +1,4 @@
-"""Hand-written backward pass (exp.nb_02.Model) against nn.Module + autograd: time and peak memory.
+"""Hand-written backward pass (exp.nb_02.FastModel) against nn.Module + autograd: time and peak memory.
 
     python bench/backward.py                 # timings, per-step breakdown, peak memory (about a minute)
     python bench/backward.py --reps 30       # more timed rounds
@@ -10,7 +10,9 @@ same shape: the timings and the memory do not depend on the values). Both sides 
 autograd gets the same weights (transposed into nn.Linear's layout) and the same loss function, and
 computes the input's gradient only when asked, so we compare two pairs, with and without it. Before each
 run the previous gradients are dropped (x.g / x.grad, the parameters' grads), as optimizer.zero_grad()
-does. One torch thread; variants are interleaved round by round so that a noisy machine slows all of
+does. The target: FastModel / autograd at most 1.10x, forward + backward, in both pairs (the lesson's
+plain Model, which always computes x.g, is timed for reference, with no target). One torch thread;
+variants are interleaved round by round so that a noisy machine slows all of
 them alike; the figures are medians, and the ratios come from this one run.
 """
 from __future__ import annotations
@@ -28,22 +30,22 @@ from typing import Callable
 import torch
 from torch import nn
 
-from exp.nb_02 import Lin, Model, data_dir, get_data, is_full_mnist, mse, normalize
+from exp.nb_02 import FastLin, FastModel, Model, data_dir, get_data, is_full_mnist, mse, normalize
 
 ROWS, N_IN, NH = 50_000, 784, 50
 Fns = tuple[Callable[[], None], Callable[[], None], Callable[[], None]]  # reset, forward, backward
 
 
-class LinMatmul(Lin):
-    "Lin with the weight gradient written `inp.t() @ out.g` (the lesson's second form)."
+class LinMatmul(FastLin):
+    "FastLin with the weight gradient written `inp.t() @ out.g` (the lesson's second form)."
     def bwd(self, out, inp, inp_grad=True):
         self.w.g = inp.t() @ out.g
         self.b.g = out.g.sum(0)
         if inp_grad: inp.g = out.g @ self.w.t()
 
 
-class LinEinsum(Lin):
-    "Lin with the weight gradient written as an einsum."
+class LinEinsum(FastLin):
+    "FastLin with the weight gradient written as an einsum."
     def bwd(self, out, inp, inp_grad=True):
         self.w.g = torch.einsum('bi,bj->ij', inp, out.g)
         self.b.g = out.g.sum(0)
@@ -94,16 +96,27 @@ def clear_grads(x: torch.Tensor) -> None:
     x.grad = None
 
 
-def hand_fns(x: torch.Tensor, y: torch.Tensor, inp_grad: bool, lin_cls: type = Lin) -> Fns:
-    "reset/forward/backward closures for exp.nb_02.Model (optionally with another Lin's backward)."
+def hand_fns(x: torch.Tensor, y: torch.Tensor, inp_grad: bool, lin_cls: type = FastLin) -> Fns:
+    "reset/forward/backward closures for exp.nb_02.FastModel (optionally with another FastLin's backward)."
     params = make_params()
-    model = Model(*params)
+    model = FastModel(*params)
     model.layers[0], model.layers[2] = lin_cls(*params[:2]), lin_cls(*params[2:])
     def reset() -> None:
         clear_grads(x)
         x.requires_grad_(False)
     def fwd() -> None: model(x, y)
     def bwd() -> None: model.backward(inp_grad)
+    return reset, fwd, bwd
+
+
+def plain_fns(x: torch.Tensor, y: torch.Tensor) -> Fns:
+    "reset/forward/backward closures for the lesson's plain exp.nb_02.Model (always computes x.g)."
+    model = Model(*make_params())
+    def reset() -> None:
+        clear_grads(x)
+        x.requires_grad_(False)
+    def fwd() -> None: model(x, y)
+    def bwd() -> None: model.backward()
     return reset, fwd, bwd
 
 
@@ -120,16 +133,18 @@ def torch_fns(x: torch.Tensor, y: torch.Tensor, inp_grad: bool) -> Fns:
 
 
 VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor], Fns]] = {
-    'Model, with x.g':                    lambda x, y: hand_fns(x, y, True),
+    'FastModel, with x.g':                lambda x, y: hand_fns(x, y, True),
     'autograd, with x.grad':              lambda x, y: torch_fns(x, y, True),
-    'Model, without x.g':                 lambda x, y: hand_fns(x, y, False),
+    'FastModel, without x.g':             lambda x, y: hand_fns(x, y, False),
     'autograd, without x.grad':           lambda x, y: torch_fns(x, y, False),
-    'Model w.g=inp.t()@out.g, no x.g':    lambda x, y: hand_fns(x, y, False, LinMatmul),
-    'Model w.g=einsum, no x.g':           lambda x, y: hand_fns(x, y, False, LinEinsum),
+    'Fast w.g=inp.t()@out.g, no x.g':     lambda x, y: hand_fns(x, y, False, LinMatmul),
+    'Fast w.g=einsum, no x.g':            lambda x, y: hand_fns(x, y, False, LinEinsum),
+    'plain Model, with x.g':              plain_fns,
 }
-PAIRS = [('Model, with x.g', 'autograd, with x.grad'), ('Model, without x.g', 'autograd, without x.grad'),
-         ('Model w.g=inp.t()@out.g, no x.g', 'autograd, without x.grad'),
-         ('Model w.g=einsum, no x.g', 'autograd, without x.grad')]
+PAIRS = [('FastModel, with x.g', 'autograd, with x.grad'), ('FastModel, without x.g', 'autograd, without x.grad'),
+         ('Fast w.g=inp.t()@out.g, no x.g', 'autograd, without x.grad'),
+         ('Fast w.g=einsum, no x.g', 'autograd, without x.grad')]
+REFERENCE_PAIRS = [('plain Model, with x.g', 'autograd, with x.grad')]   # printed, no target
 
 
 def time_variants(x: torch.Tensor, y: torch.Tensor, reps: int) -> dict[str, tuple[float, float]]:
@@ -150,18 +165,21 @@ def print_times(times: dict[str, tuple[float, float]], reps: int) -> None:
     print(f'\nTime: median of {reps} interleaved rounds, ms')
     print(f'{"variant":34s}{"forward":>9s}{"backward":>10s}{"total":>9s}')
     for k, (f, b) in times.items(): print(f'{k:34s}{f:9.1f}{b:10.1f}{f + b:9.1f}')
-    width = max(len(f'{a} / {b}') for a, b in PAIRS) + 2
+    width = max(len(f'{a} / {b}') for a, b in PAIRS + REFERENCE_PAIRS) + 2
     print(f'\n{"ratio (this run)":{width}s}{"backward":>9s}{"fwd+bwd":>9s}')
     for a, b in PAIRS:
         rb, rt = times[a][1] / times[b][1], sum(times[a]) / sum(times[b])
         flag = '' if rt <= 1.10 else '   > 1.10x target'
         print(f'{a + " / " + b:{width}s}{rb:8.2f}x{rt:8.2f}x{flag}')
+    for a, b in REFERENCE_PAIRS:
+        rb, rt = times[a][1] / times[b][1], sum(times[a]) / sum(times[b])
+        print(f'{a + " / " + b:{width}s}{rb:8.2f}x{rt:8.2f}x   (the lesson\'s main line, no target)')
 
 
 def breakdown(x: torch.Tensor, y: torch.Tensor, reps: int) -> None:
     "Where the time goes: our backward step by step, and autograd's backward ops from the profiler."
     from torch.profiler import ProfilerActivity, profile
-    model = Model(*make_params())
+    model = FastModel(*make_params())
     steps: dict[str, list[float]] = {k: [] for k in ('Mse', 'Lin 2', 'Relu', 'Lin 1 (w, b)', 'Lin 1 (x.g)')}
     for i in range(reps + 1):
         clear_grads(x)
@@ -173,7 +191,7 @@ def breakdown(x: torch.Tensor, y: torch.Tensor, reps: int) -> None:
             t0 = time.perf_counter(); f(); dt = time.perf_counter() - t0
             if i: steps[k].append(dt)
     clear_grads(x)
-    print('\nWhere the time goes, our Model.backward() step by step (median ms):')
+    print('\nWhere the time goes, our FastModel.backward() step by step (median ms):')
     print('  ' + '   '.join(f'{k} {statistics.median(v) * 1e3:.1f}' for k, v in steps.items()))
     reset, fwd, bwd = torch_fns(x, y, True)
     reset(); fwd(); bwd()

@@ -54,7 +54,7 @@ def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     return worst
 
 
-# nbs/02_fully_connected.ipynb, code cell 41
+# nbs/02_fully_connected.ipynb, code cell 36
 class Module():
     "Base class for layers: calling one stores its inputs and output; `backward` hands them to `bwd`."
     def __call__(self, *args):
@@ -66,8 +66,71 @@ class Module():
         "The layer's computation (subclasses define it)."
         raise NotImplementedError
 
+    def bwd(self, out, *args):
+        "Set `.g` on the inputs and parameters from `out.g` (subclasses define it)."
+        raise NotImplementedError
+
+    def backward(self):
+        "Run `bwd` on what the forward pass stored."
+        self.bwd(self.out, *self.args)
+
+
+# nbs/02_fully_connected.ipynb, code cell 37
+class Relu(Module):
+    "ReLU layer; backward: `inp.g = (inp > 0) * out.g`."
+    def forward(self, inp): return relu(inp)
+    def bwd(self, out, inp): inp.g = (inp > 0).float() * out.g
+
+class Mse(Module):
+    "Mean squared error as a layer: `Mse()(output, targ)` returns the loss; backward: `inp.g = 2 (inp - targ) / n`."
+    def forward(self, inp, targ): return mse(inp, targ)
+    def bwd(self, out, inp, targ): inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
+
+
+# nbs/02_fully_connected.ipynb, code cell 38
+class Lin(Module):
+    "Linear layer `inp @ w + b`; backward sets the gradients of `inp`, `w` and `b`."
+    def __init__(self, w, b): self.w, self.b = w, b
+    def forward(self, inp): return lin(inp, self.w, self.b)
+    def bwd(self, out, inp):
+        inp.g = out.g @ self.w.t()
+        self.w.g = inp.t() @ out.g
+        self.b.g = out.g.sum(0)
+
+
+# nbs/02_fully_connected.ipynb, code cell 39
+class Model():
+    "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
+    def __init__(self, w1, b1, w2, b2):
+        self.layers = [Lin(w1, b1), Relu(), Lin(w2, b2)]
+        self.loss = Mse()
+
+    def __call__(self, x, targ):
+        for l in self.layers: x = l(x)
+        return self.loss(x, targ)
+
+    def backward(self):
+        "Backpropagate from the loss, setting `.g` on every weight and bias, and on `x`."
+        self.loss.backward()
+        for l in reversed(self.layers): l.backward()
+
+
+# nbs/02_fully_connected.ipynb, code cell 42
+def compare_us(fs, n=5, warmup=1):
+    "Median µs of one call of each function in the dict `fs`; the functions take turns, `n` rounds after `warmup` rounds."
+    for _ in range(warmup):
+        for f in fs.values(): f()
+    ts = {k: [] for k in fs}
+    for _ in range(n):
+        for k, f in fs.items(): ts[k].append(timeit_us(f, n=1, warmup=0))
+    return {k: statistics.median(v) for k, v in ts.items()}
+
+
+# nbs/02_fully_connected.ipynb, code cell 47
+class FastModule(Module):
+    "A `Module` whose `backward` can skip the input's gradient, is not recorded by autograd, and lets go of what it stored."
     def bwd(self, out, *args, inp_grad=True):
-        "Set `.g` on the parameters and, if `inp_grad`, on the inputs, from `out.g` (subclasses define it)."
+        "Set `.g` on the parameters and, if `inp_grad`, on the inputs (subclasses define it)."
         raise NotImplementedError
 
     def backward(self, inp_grad=True):
@@ -78,25 +141,25 @@ class Module():
         del self.args, self.out
 
 
-# nbs/02_fully_connected.ipynb, code cell 42
-class Relu(Module):
-    "ReLU layer; its backward masks the output's gradient in place and passes it on as the input's."
+# nbs/02_fully_connected.ipynb, code cell 49
+class FastRelu(FastModule):
+    "ReLU layer whose backward masks the output's gradient in place and passes it on as the input's."
     def forward(self, inp): return relu(inp)
     def bwd(self, out, inp, inp_grad=True):
         if not inp_grad: return
         for g, o in zip(out.g.split(4096), out.split(4096)): g.mul_(o.sign())   # 4096 rows at a time
         inp.g = out.g
 
-class Mse(Module):
-    "Mean squared error as a layer: `Mse()(output, targ)` returns the loss."
+class FastMse(FastModule):
+    "`Mse` as a `FastModule`: `FastMse()(output, targ)` returns the loss."
     def forward(self, inp, targ): return mse(inp, targ)
     def bwd(self, out, inp, targ, inp_grad=True):
         if inp_grad: inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
 
 
-# nbs/02_fully_connected.ipynb, code cell 46
-class Lin(Module):
-    "Linear layer `inp @ w + b` with hand-written gradients for `w`, `b` and (when `inp_grad`) the input."
+# nbs/02_fully_connected.ipynb, code cell 54
+class FastLin(FastModule):
+    "Linear layer `inp @ w + b` (one `addmm`); backward: swapped weight-gradient product, input gradient only if `inp_grad`."
     def __init__(self, w, b): self.w, self.b = w, b
     def forward(self, inp): return torch.addmm(self.b, inp, self.w)
     def bwd(self, out, inp, inp_grad=True):
@@ -105,16 +168,12 @@ class Lin(Module):
         if inp_grad: inp.g = out.g @ self.w.t()
 
 
-# nbs/02_fully_connected.ipynb, code cell 47
-class Model():
-    "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
+# nbs/02_fully_connected.ipynb, code cell 55
+class FastModel(Model):
+    "`Model` from the fast layers: `backward(inp_grad=False)` skips the gradient of `x`."
     def __init__(self, w1, b1, w2, b2):
-        self.layers = [Lin(w1, b1), Relu(), Lin(w2, b2)]
-        self.loss = Mse()
-
-    def __call__(self, x, targ):
-        for l in self.layers: x = l(x)
-        return self.loss(x, targ)
+        self.layers = [FastLin(w1, b1), FastRelu(), FastLin(w2, b2)]
+        self.loss = FastMse()
 
     def backward(self, inp_grad=True):
         "Backpropagate from the loss, setting `.g` on every weight and bias, and on `x` unless `inp_grad=False`."

@@ -32,13 +32,13 @@ class DataBunch:
         return _dl_dataset(self.valid_dl)
 
 
-# nbs/04_callbacks.ipynb, code cell 5
+# nbs/04_callbacks.ipynb, code cell 7
 def camel2snake(name):
     "Convert a CamelCase name to snake_case: 'AvgStatsCallback' -> 'avg_stats_callback'."
     return re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
 
 
-# nbs/04_callbacks.ipynb, code cell 7
+# nbs/04_callbacks.ipynb, code cell 9
 class Callback:
     "Base class for callbacks: define methods named after events; attributes not found are read from the runner `run`."
     _order, run = 0, None
@@ -55,13 +55,13 @@ class Callback:
         return getattr(self.run, k)
 
 
-# nbs/04_callbacks.ipynb, code cell 9
+# nbs/04_callbacks.ipynb, code cell 11
 EVENTS = ('begin_fit', 'begin_epoch', 'begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step',
           'after_batch', 'begin_validate', 'after_validate', 'after_epoch', 'after_fit',
           'after_cancel_batch', 'after_cancel_epoch', 'after_cancel_train')
 
 
-# nbs/04_callbacks.ipynb, code cell 10
+# nbs/04_callbacks.ipynb, code cell 12
 class CancelTrainException(Exception):
     "Raise in a callback to end training; `after_cancel_train` then `after_fit` run."
 
@@ -71,15 +71,8 @@ class CancelEpochException(Exception):
 class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch; `after_batch` still runs."
 
-_BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
-CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
-    CancelBatchException: _BATCH_STEPS,
-    CancelEpochException: ('begin_epoch', 'begin_validate') + _BATCH_STEPS + ('after_batch', 'after_cancel_batch'),
-    CancelTrainException: tuple(e for e in EVENTS if e not in ('after_cancel_train', 'after_fit')),
-}
 
-
-# nbs/04_callbacks.ipynb, code cell 12
+# nbs/04_callbacks.ipynb, code cell 13
 class TrainEvalCallback(Callback):
     "Sets train/eval mode and `in_train`; counts training batches `n_iter` and fractional epochs `n_epochs`."
     _order = -10
@@ -101,29 +94,11 @@ class TrainEvalCallback(Callback):
         self.model.eval()
 
 
-# nbs/04_callbacks.ipynb, code cell 13
+# nbs/04_callbacks.ipynb, code cell 14
 def _as_list(o):
     "`o` as a list: None -> [], list/tuple -> list, anything else -> [o]."
     if o is None: return []
     return list(o) if isinstance(o, (list, tuple)) else [o]
-
-def _check_events(cb):
-    "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
-    for k in dir(type(cb)):
-        if k.startswith(('begin_', 'after_')) and k not in EVENTS:
-            raise ValueError(f"{type(cb).__name__}.{k} is not an event; events are: {', '.join(EVENTS)}")
-
-_LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
-
-def _check_name(learn, cb, others=()):
-    "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
-    n = cb.name
-    if any(c is cb for c in list(getattr(learn, 'cbs', [])) + list(others)):
-        raise ValueError(f"this {type(cb).__name__} is already attached to the learner (as {n!r})")
-    if isinstance(getattr(learn, n, None), Callback) or any(c.name == n for c in others):
-        raise ValueError(f"a callback named {n!r} is already attached; remove it first (learn.remove_cbs(learn.{n}))")
-    if hasattr(learn, n) or n in _LOOP_ATTRS:
-        raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
 # nbs/04_callbacks.ipynb, code cell 15
@@ -131,32 +106,13 @@ class Learner:
     "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
     def __init__(self, model, opt, loss_func, data, cbs=None):
         self.model, self.opt, self.loss_func, self.data = model, opt, loss_func, data
-        self.in_train, self.cbs, self._handlers = False, [], None
+        self.in_train, self.cbs = False, []
         self.add_cbs([TrainEvalCallback()] + _as_list(cbs))
-
-    def add_cbs(self, cbs):
-        "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
-        new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
-        for i, cb in enumerate(new): _check_events(cb); _check_name(self, cb, new[:i])   # check all, then attach
-        for cb in new:
-            cb.run = self
-            setattr(self, cb.name, cb)
-            self.cbs.append(cb)
-        self._handlers = None
-        return new
-
-    def remove_cbs(self, cbs):
-        "Detach callbacks."
-        for cb in _as_list(cbs):
-            self.cbs.remove(cb)
-            if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
-        self._handlers = None
 
     def fit(self, epochs, cbs=None):
         "Train for `epochs` epochs, validating after each; `cbs` are extra callbacks for this call only."
         extra = self.add_cbs(cbs)
         self.epochs, self.epoch, self.loss = epochs, 0, None
-        self._build_handlers()
         try:
             self('begin_fit')
             for self.epoch in range(epochs): self._do_epoch()
@@ -165,78 +121,64 @@ class Learner:
             try: self('after_fit')
             finally: self.remove_cbs(extra)
 
+    def _do_epoch(self):
+        self._one_pass('begin_epoch', self.data.train_dl)             # the training pass
+        with torch.no_grad():
+            self._one_pass('begin_validate', self.data.valid_dl)      # the validation pass
+            self('after_validate')
+        self('after_epoch')
+
+    def _one_pass(self, begin, dl):
+        self.dl, self.iters = dl, len(dl)
+        try:
+            self(begin)
+            for xb, yb in dl: self._one_batch(xb, yb)
+        except CancelEpochException: self('after_cancel_epoch')
+
+    def _one_batch(self, xb, yb):
+        self.xb, self.yb = xb, yb
+        try:
+            self('begin_batch')
+            self.pred = self.model(self.xb);                  self('after_pred')
+            self.loss = self.loss_func(self.pred, self.yb);   self('after_loss')
+            if self.in_train:
+                self.opt.zero_grad()
+                self.loss.backward();                         self('after_backward')
+                self.opt.step();                              self('after_step')
+        except CancelBatchException: self('after_cancel_batch')
+        self('after_batch')
+
+
+# nbs/04_callbacks.ipynb, code cell 16
+def _attach(self, cbs):
+    "Attach callbacks (objects, or classes/functions making one); each becomes `learn.<cb.name>`."
+    new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
+    for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
+    return new
+
+def _detach(self, cbs):
+    "Detach callbacks."
+    for cb in _as_list(cbs):
+        self.cbs.remove(cb)
+        if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
+
+def _event(self, event):
+    "Run every callback's method for `event`, lowest `_order` first."
+    for cb in sorted(self.cbs, key=lambda cb: cb._order):
+        f = getattr(cb, event, None)
+        if f is not None: f()
+
+Learner.add_cbs, Learner.remove_cbs, Learner.__call__ = _attach, _detach, _event
+
 
 # nbs/04_callbacks.ipynb, code cell 17
-def _build_handlers(self):
-    "Look up each callback's method for each event, once per fit; lowest `_order` first."
-    cbs = sorted(self.cbs, key=lambda cb: cb._order)
-    self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
-
-_CANCELS = tuple(CANCEL_EVENTS)
-
-def _run_event(self, event):
-    "Run every callback's method for `event`, lowest `_order` first; a cancel exception outside its loop is an error."
-    try:
-        for f in self._handlers[event]: f()
-    except _CANCELS as exc:
-        allowed = next(evs for cls, evs in CANCEL_EVENTS.items() if isinstance(exc, cls))
-        if event in allowed: raise
-        raise RuntimeError(f"{exc!r} raised in {event}, outside the loop it cancels "
-                           f"(it may be raised in: {', '.join(allowed)})") from exc
-
-Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
-
-
-# nbs/04_callbacks.ipynb, code cell 19
-def _do_epoch(self):
-    "One epoch: a training pass, then a validation pass without gradients."
-    self._one_pass('begin_epoch', self.data.train_dl)
-    with torch.no_grad():
-        self._one_pass('begin_validate', self.data.valid_dl)
-        self('after_validate')
-    self('after_epoch')
-
-def _one_pass(self, begin, dl):
-    "One pass over the batches of `dl`, started by event `begin`; CancelEpochException ends it."
-    self.dl, self.iters = dl, len(dl)
-    try:
-        self(begin)
-        for xb, yb in dl: self._one_batch(xb, yb)
-    except CancelEpochException: self('after_cancel_epoch')
-
-Learner._do_epoch, Learner._one_pass = _do_epoch, _one_pass
-
-
-# nbs/04_callbacks.ipynb, code cell 20
-def _one_batch(self, xb, yb):
-    "One batch: predict and compute the loss; when training, also backward and step."
-    self.xb, self.yb = xb, yb
-    try:
-        self('begin_batch')
-        self.pred = self.model(self.xb)
-        self('after_pred')
-        self.loss = self.loss_func(self.pred, self.yb)
-        self('after_loss')
-        if self.in_train:
-            self.opt.zero_grad()
-            self.loss.backward()
-            self('after_backward')
-            self.opt.step()
-            self('after_step')
-    except CancelBatchException: self('after_cancel_batch')
-    self('after_batch')
-
-Learner._one_batch = _one_batch
-
-
-# nbs/04_callbacks.ipynb, code cell 21
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 29
+# nbs/04_callbacks.ipynb, code cell 24
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -264,7 +206,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 31
+# nbs/04_callbacks.ipynb, code cell 26
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -273,6 +215,8 @@ def _table_line(vals, widths):
     "One line of a fixed-width text table."
     return '  '.join(_fmt(v).rjust(w) for v, w in zip(vals, widths))
 
+
+# nbs/04_callbacks.ipynb, code cell 27
 class AvgStatsCallback(Callback):
     "Training and validation AvgStats; after each epoch adds a row to `history` and prints it (if `show`)."
     def __init__(self, metrics=(), show=True, train_metrics=True):
@@ -300,7 +244,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 32
+# nbs/04_callbacks.ipynb, code cell 28
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -311,7 +255,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 34
+# nbs/04_callbacks.ipynb, code cell 30
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10
@@ -342,3 +286,73 @@ class ProgressCallback(Callback):
     def after_fit(self):
         self._close_bar()
         if self.mbar is not None: self.mbar.close(); self.mbar = None
+
+
+# nbs/04_callbacks.ipynb, code cell 35
+def _check_events(cb):
+    "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
+    for k in dir(type(cb)):
+        if k.startswith(('begin_', 'after_')) and k not in EVENTS:
+            raise ValueError(f"{type(cb).__name__}.{k} is not an event; events are: {', '.join(EVENTS)}")
+
+_LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
+
+
+# nbs/04_callbacks.ipynb, code cell 36
+def _check_name(learn, cb, others=()):
+    "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
+    n = cb.name
+    if any(c is cb for c in list(getattr(learn, 'cbs', [])) + list(others)):
+        raise ValueError(f"this {type(cb).__name__} is already attached to the learner (as {n!r})")
+    if isinstance(getattr(learn, n, None), Callback) or any(c.name == n for c in others):
+        raise ValueError(f"a callback named {n!r} is already attached; remove it first (learn.remove_cbs(learn.{n}))")
+    if hasattr(learn, n) or n in _LOOP_ATTRS:
+        raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
+
+
+# nbs/04_callbacks.ipynb, code cell 38
+def _add_cbs(self, cbs):
+    "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
+    new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
+    for i, cb in enumerate(new): _check_events(cb); _check_name(self, cb, new[:i])   # check all, then attach
+    self._handlers = None
+    return _attach(self, new)
+
+def _remove_cbs(self, cbs):
+    "Detach callbacks (and forget the event handlers)."
+    _detach(self, cbs)
+    self._handlers = None
+
+Learner.add_cbs, Learner.remove_cbs = _add_cbs, _remove_cbs
+
+
+# nbs/04_callbacks.ipynb, code cell 41
+_BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
+CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
+    CancelBatchException: _BATCH_STEPS,
+    CancelEpochException: ('begin_epoch', 'begin_validate') + _BATCH_STEPS + ('after_batch', 'after_cancel_batch'),
+    CancelTrainException: tuple(e for e in EVENTS if e not in ('after_cancel_train', 'after_fit')),
+}
+
+
+# nbs/04_callbacks.ipynb, code cell 43
+def _build_handlers(self):
+    "Look up each callback's method for each event, once; lowest `_order` first."
+    cbs = sorted(self.cbs, key=lambda cb: cb._order)
+    self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
+    return self._handlers
+
+_CANCELS = tuple(CANCEL_EVENTS)
+
+def _run_event(self, event):
+    "Run every callback's method for `event`, lowest `_order` first; a cancel exception outside its loop is an error."
+    hs = getattr(self, '_handlers', None) or self._build_handlers()
+    try:
+        for f in hs[event]: f()
+    except _CANCELS as exc:
+        allowed = next(evs for cls, evs in CANCEL_EVENTS.items() if isinstance(exc, cls))
+        if event in allowed: raise
+        raise RuntimeError(f"{exc!r} raised in {event}, outside the loop it cancels "
+                           f"(it may be raised in: {', '.join(allowed)})") from exc
+
+Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event

@@ -96,6 +96,26 @@ def test_handlers_only_for_defined_events():
     assert [e for e, fs in learn._handlers.items() if any(f.__self__ is learn.only_fit for f in fs)] == ['begin_fit']
 
 
+
+def test_handlers_follow_added_and_removed_callbacks():
+    "Handlers are looked up again after add_cbs/remove_cbs, also when events are called outside fit."
+    calls = []
+    class Hi(Callback):
+        def begin_fit(self): calls.append('hi')
+    learn = make_learner()
+    learn('begin_fit')                                  # no fit yet: handlers are built on demand
+    learn.add_cbs(Hi())
+    assert learn._handlers is None
+    learn('begin_fit')
+    assert calls == ['hi']
+    learn.remove_cbs(learn.hi)
+    assert learn._handlers is None
+    learn('begin_fit')
+    assert calls == ['hi']
+    learn.fit(1, cbs=Hi())                              # an extra for one fit runs, then leaves
+    learn.fit(1)
+    assert calls == ['hi', 'hi'] and not hasattr(learn, 'hi')
+
 def test_callback_name_and_runner_attributes():
     assert camel2snake('AvgStatsCallback') == 'avg_stats_callback'
     assert camel2snake('LR_Find') == 'lr_find'

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exp.nb_02 import Lin, Mse, Model, Module, Relu, check_grad, lin, mse, normalize, relu
+from exp.nb_02 import (FastLin, FastModel, FastModule, FastMse, FastRelu, Lin, Mse, Model, Module, Relu, check_grad,
+                       compare_us, lin, mse, normalize, relu)
 
 DD = dict(dtype=torch.float64)
 
@@ -49,7 +50,8 @@ def test_functions_match_pytorch(bs, n_in, n_out, dtype):
 
 @pytest.mark.parametrize('bs,n_in,n_out', SHAPES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_lin_grads_match_autograd(bs, n_in, n_out, dtype):
+@pytest.mark.parametrize('Lin', [Lin, FastLin])
+def test_lin_grads_match_autograd(bs, n_in, n_out, dtype, Lin):
     g = torch.Generator().manual_seed(bs * 1000 + n_in + n_out)
     x, w, b = (torch.randn(*s, generator=g, dtype=dtype) for s in ((bs, n_in), (n_in, n_out), (n_out,)))
     out_g = torch.randn(bs, n_out, generator=g, dtype=dtype)
@@ -65,7 +67,8 @@ def test_lin_grads_match_autograd(bs, n_in, n_out, dtype):
 
 
 @pytest.mark.parametrize('bs,n', [(1, 1), (1, 9), (5, 3), (40, 50)])
-def test_relu_grad_matches_autograd(bs, n):
+@pytest.mark.parametrize('Relu', [Relu, FastRelu])
+def test_relu_grad_matches_autograd(bs, n, Relu):
     g = torch.Generator().manual_seed(bs + n)
     x = torch.randn(bs, n, generator=g)
     x[0, 0] = 0.                                  # relu's kink: both sides use a slope of 0 there
@@ -85,14 +88,15 @@ def test_relu_grad_more_rows_than_one_block():
     "The mask is applied a block of rows at a time; a batch spanning several blocks must be fully masked."
     g = torch.Generator().manual_seed(0)
     x, out_g = torch.randn(10_000, 3, generator=g), torch.randn(10_000, 3, generator=g)
-    layer = Relu()
+    layer = FastRelu()
     layer(x).g = out_g.clone()
     layer.backward()
     assert torch.equal(x.g, out_g * (x > 0))
 
 
 @pytest.mark.parametrize('bs', [1, 2, 33])
-def test_mse_grad_and_batch_of_one(bs):
+@pytest.mark.parametrize('Mse', [Mse, FastMse])
+def test_mse_grad_and_batch_of_one(bs, Mse):
     g = torch.Generator().manual_seed(bs)
     out, y = torch.randn(bs, 1, generator=g, **DD), torch.randn(bs, generator=g, **DD)
     loss = Mse()(out, y)
@@ -106,7 +110,8 @@ def test_mse_grad_and_batch_of_one(bs):
 
 
 @pytest.mark.parametrize('bs', [1, 3])
-def test_mse_refuses_a_target_with_a_last_axis(bs):
+@pytest.mark.parametrize('Mse', [Mse, FastMse])
+def test_mse_refuses_a_target_with_a_last_axis(bs, Mse):
     "A (bs, 1) target would broadcast to bs x bs against the squeezed output: refused, naming both shapes."
     g = torch.Generator().manual_seed(10 + bs)
     out, y = torch.randn(bs, 1, generator=g, **DD), torch.randn(bs, generator=g, **DD)
@@ -124,7 +129,8 @@ def test_mse_refuses_a_target_with_a_last_axis(bs):
 
 @pytest.mark.parametrize('bs,n_in,nh', [(1, 6, 4), (2, 3, 1), (16, 20, 8), (50, 784, 50)])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_model_matches_autograd(bs, n_in, nh, dtype):
+@pytest.mark.parametrize('Model', [Model, FastModel])
+def test_model_matches_autograd(bs, n_in, nh, dtype, Model):
     g = torch.Generator().manual_seed(bs + n_in + nh)
     x, y = torch.randn(bs, n_in, generator=g, dtype=dtype), torch.randn(bs, generator=g, dtype=dtype)
     params = _params(n_in, nh, g, dtype=dtype)
@@ -141,7 +147,7 @@ def test_skipping_the_input_gradient():
     x, y = torch.randn(32, 10, generator=g, **DD), torch.randn(32, generator=g, **DD)
     params = _params(10, 6, g, **DD)
     _, ref_grads = _autograd(x, y, params)
-    model = Model(*params)
+    model = FastModel(*params)
     model(x, y)
     model.backward(inp_grad=False)
     assert not hasattr(x, 'g')
@@ -154,7 +160,7 @@ def test_skipping_the_input_gradient():
 def test_backward_frees_and_refuses_a_second_call():
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(4, 3, generator=g), torch.randn(4, generator=g)
-    model = Model(*_params(3, 2, g))
+    model = FastModel(*_params(3, 2, g))
     model(x, y)
     model.backward()
     for layer in model.layers + [model.loss]: assert not hasattr(layer, 'out') and not hasattr(layer, 'args')
@@ -166,7 +172,7 @@ def test_backward_not_recorded_by_autograd():
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(8, 5, generator=g).requires_grad_(True), torch.randn(8, generator=g)
     params = _params(5, 3, g)
-    model = Model(*params)
+    model = FastModel(*params)
     model(x, y)
     model.backward()
     assert not x.g.requires_grad and all(not p.g.requires_grad for p in params)
@@ -175,8 +181,7 @@ def test_backward_not_recorded_by_autograd():
 def test_module_base_class():
     class Double(Module):
         def forward(self, inp): return 2 * inp
-        def bwd(self, out, inp, inp_grad=True):
-            if inp_grad: inp.g = 2 * out.g
+        def bwd(self, out, inp): inp.g = 2 * out.g
     x = torch.arange(3.)
     layer = Double()
     out = layer(x)
@@ -254,3 +259,40 @@ def test_normalize():
     x = torch.rand(500, 20, generator=g) * 3 + 2
     xn = normalize(x, x.mean(), x.std())
     assert abs(xn.mean().item()) < 1e-5 and abs(xn.std().item() - 1) < 1e-5
+
+
+def test_fast_module_base_class():
+    class Double(FastModule):
+        def forward(self, inp): return 2 * inp
+        def bwd(self, out, inp, inp_grad=True):
+            if inp_grad: inp.g = 2 * out.g
+    x = torch.arange(3.)
+    layer = Double()
+    layer(x).g = torch.ones(3)
+    layer.backward(inp_grad=False)
+    assert not hasattr(x, 'g') and not hasattr(layer, 'out')
+    with pytest.raises(RuntimeError, match='forward call first'): layer.backward()
+    layer(x).g = torch.ones(3)
+    layer.backward()
+    assert torch.equal(x.g, torch.full((3,), 2.))
+    with pytest.raises(NotImplementedError): FastModule()(x)
+
+
+def test_plain_model_keeps_what_it_stored():
+    "The main line's Model is the maths only: backward can be run again and gives the same gradients."
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(6, 4, generator=g, **DD), torch.randn(6, generator=g, **DD)
+    params = _params(4, 3, g, **DD)
+    model = Model(*params)
+    model(x, y)
+    model.backward()
+    first = [t.g.clone() for t in [x] + params]
+    model.backward()
+    for t, g0 in zip([x] + params, first): assert torch.equal(t.g, g0)
+
+
+def test_compare_us_takes_turns():
+    calls = []
+    res = compare_us({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}, n=3, warmup=1)
+    assert list(res) == ['a', 'b'] and calls == ['a', 'b'] * 4
+    assert all(v >= 0 for v in res.values())
