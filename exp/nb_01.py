@@ -46,7 +46,7 @@ def timeit_us(f, *args, n=5, warmup=1):
     return statistics.median(ts) * 1e6
 
 
-# nbs/01_matmul.ipynb, code cell 16
+# nbs/01_matmul.ipynb, code cell 15
 def matmul_elementwise(a, b):
     "Matrix product `a @ b`: each entry is an elementwise product of a row and a column, summed."
     n, _, m = _check_inner(a, b)
@@ -57,7 +57,7 @@ def matmul_elementwise(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 30
+# nbs/01_matmul.ipynb, code cell 29
 def matmul_broadcast(a, b):
     "Matrix product `a @ b`: each row of `a`, as a column, is broadcast against `b` and summed down."
     n, _, m = _check_inner(a, b)
@@ -67,7 +67,7 @@ def matmul_broadcast(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 32
+# nbs/01_matmul.ipynb, code cell 31
 def matmul_einsum(a, b):
     "Matrix product `a @ b` as the Einstein summation 'ik,kj->ij'."
     _check_inner(a, b)
