@@ -250,7 +250,7 @@ def init_cnn(m, uniform=False, a=0.):
     return m
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 41
+# nbs/06_cnn_hooks_init.ipynb, code cell 42
 def get_cnn_learner(data, nfs, lr, layer=conv_layer, cbs=None, opt_func=optim.SGD, uniform=False,
                     loss_func=F.cross_entropy, **kwargs):
     "A Learner for `get_cnn_model(data, nfs, layer, **kwargs)`, initialised with `init_cnn`, optimizer `opt_func(params, lr=lr)`."
