@@ -26,13 +26,13 @@ def _pad(x, p):
     return out
 
 def im2col(x, kh, kw, stride=1, padding=0):
-    "Every kh x kw patch of `x` (N,C,H,W) as a column: returns cols (N, C*kh*kw, oh*ow), oh, ow (cols as F.unfold)."
-    x = _pad(x, padding)
-    n, c, h, w = x.shape
+    "Every kh x kw patch of every image of `x` (N,C,H,W) as a column: returns cols (C*kh*kw, N*oh*ow), oh, ow."
+    x = _pad(x, padding).transpose(0, 1)                             # (C, N, H, W), a view
+    c, n, h, w = x.shape
     oh, ow = conv_out_size(h, kh, stride), conv_out_size(w, kw, stride)
     cols = [x[:, :, a:a + stride * (oh - 1) + 1:stride, b:b + stride * (ow - 1) + 1:stride]
-            for a in range(kh) for b in range(kw)]                    # each (N, C, oh, ow)
-    return torch.stack(cols, dim=2).reshape(n, c * kh * kw, oh * ow), oh, ow
+            for a in range(kh) for b in range(kw)]                    # each (C, N, oh, ow)
+    return torch.stack(cols, dim=1).reshape(c * kh * kw, n * oh * ow), oh, ow
 
 
 # nbs/06_cnn_hooks_init.ipynb, code cell 9
@@ -55,8 +55,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     _check_conv_args(x, weight, bias, stride, padding)
     nf, _, kh, kw = weight.shape
     cols, oh, ow = im2col(x, kh, kw, stride, padding)
-    out = (weight.reshape(nf, -1) @ cols).reshape(len(x), nf, oh, ow)
-    return out if bias is None else out + bias[:, None, None]
+    out = weight.reshape(nf, -1) @ cols                               # (nf, N*oh*ow)
+    if bias is not None: out = out + bias[:, None]
+    return out.reshape(nf, len(x), oh, ow).transpose(0, 1).contiguous()
 
 
 # nbs/06_cnn_hooks_init.ipynb, code cell 15

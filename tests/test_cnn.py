@@ -67,11 +67,13 @@ def test_conv2d_required_cases_and_gradients(stride, padding):
 
 
 def test_im2col_matches_F_unfold():
+    "Our columns are F.unfold's with the images side by side: (C*kh*kw, N*oh*ow)."
     x = torch.randn(2, 3, 10, 7)
     for kh, kw, stride, padding in [(3, 3, 1, 1), (2, 4, 2, 0), (5, 1, 3, 2)]:
         cols, oh, ow = im2col(x, kh, kw, stride, padding)
-        assert torch.equal(cols, F.unfold(x, (kh, kw), padding=padding, stride=stride))
-        assert cols.shape[-1] == oh * ow
+        unf = F.unfold(x, (kh, kw), padding=padding, stride=stride)                  # (N, C*kh*kw, oh*ow)
+        assert cols.shape == (3 * kh * kw, 2 * oh * ow)
+        assert torch.equal(cols, unf.transpose(0, 1).reshape(3 * kh * kw, 2 * oh * ow))
 
 
 def test_conv2d_errors_name_the_shapes():
