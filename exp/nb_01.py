@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/01_matmul.ipynb, code cell 1
+# %% nbs/01_matmul.ipynb, code cell 1
 from exp.nb_00 import *
 import math, statistics, time
 import torch
@@ -11,7 +11,7 @@ from torch import tensor
 import matplotlib.pyplot as plt
 
 
-# nbs/01_matmul.ipynb, code cell 2
+# %% nbs/01_matmul.ipynb, code cell 2
 import gzip, hashlib, importlib, os, pickle, sys, tempfile, urllib.request
 from pathlib import Path
 import numpy as _np
@@ -48,7 +48,7 @@ def _short(p):
     return p.name
 
 
-# nbs/01_matmul.ipynb, code cell 3
+# %% nbs/01_matmul.ipynb, code cell 3
 _ARRAY_GLOBALS = {'numpy': ('ndarray', 'dtype'),  # numpy 1.x names, then the numpy 2.x ones
                   'numpy.core.multiarray': ('_reconstruct', 'scalar'), 'numpy.core.numeric': ('_frombuffer',),
                   'numpy._core.multiarray': ('_reconstruct', 'scalar'), 'numpy._core.numeric': ('_frombuffer',)}
@@ -64,7 +64,7 @@ class ArrayUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(f"{core}.{module.rsplit('.', 1)[1]}"), name)
 
 
-# nbs/01_matmul.ipynb, code cell 5
+# %% nbs/01_matmul.ipynb, code cell 5
 def _fingerprint(data):
     "sha256 hex digest of the six arrays' little-endian bytes, in file order."
     h = hashlib.sha256()
@@ -107,7 +107,7 @@ def load_mnist(path, kind='full'):
     except MnistError as e: raise MnistError(f'{path}: {e}. {_FIX[kind]}') from e
 
 
-# nbs/01_matmul.ipynb, code cell 6
+# %% nbs/01_matmul.ipynb, code cell 6
 def _progress(done, total, width=30):
     "Redraw a one-line text progress bar on stderr."
     if total: bar = f"[{'#' * (width * done // total):.<{width}}] {done / 2**20:5.1f} of {total / 2**20:.1f} MB"
@@ -152,7 +152,7 @@ def download_mnist(dest=None, urls=None, timeout=30):
         '(see data/README.md).']))
 
 
-# nbs/01_matmul.ipynb, code cell 7
+# %% nbs/01_matmul.ipynb, code cell 7
 def _mnist():
     "Full MNIST from data_dir() (downloaded when missing), else the shipped sample; prints which."
     path = data_dir()/'mnist.pkl.gz'
@@ -184,7 +184,7 @@ def is_full_mnist(x_train):
     return len(x_train) == MNIST_ROWS['full'][0]
 
 
-# nbs/01_matmul.ipynb, code cell 16
+# %% nbs/01_matmul.ipynb, code cell 16
 def _check_inner(a, b):
     "Return `(n, k, m)` for 2-d tensors `a` (n,k) and `b` (k,m); raise ValueError showing both shapes otherwise."
     sa, sb = tuple(a.shape), tuple(b.shape)
@@ -195,7 +195,7 @@ def _check_inner(a, b):
     return sa[0], sa[1], sb[1]
 
 
-# nbs/01_matmul.ipynb, code cell 17
+# %% nbs/01_matmul.ipynb, code cell 17
 def matmul_loops(a, b):
     "Matrix product `a @ b` with three nested Python loops, one multiply-add at a time."
     n, inner, m = _check_inner(a, b)
@@ -207,7 +207,7 @@ def matmul_loops(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 20
+# %% nbs/01_matmul.ipynb, code cell 20
 def timeit_us(f, *args, n=5, warmup=1):
     "Median wall-clock time of one call `f(*args)` over `n` runs, in µs, after `warmup` untimed runs."
     for _ in range(warmup): f(*args)
@@ -219,7 +219,7 @@ def timeit_us(f, *args, n=5, warmup=1):
     return statistics.median(ts) * 1e6
 
 
-# nbs/01_matmul.ipynb, code cell 27
+# %% nbs/01_matmul.ipynb, code cell 27
 def matmul_elementwise(a, b):
     "Matrix product `a @ b`: each entry is an elementwise product of a row and a column, summed."
     n, _, m = _check_inner(a, b)
@@ -230,7 +230,7 @@ def matmul_elementwise(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 41
+# %% nbs/01_matmul.ipynb, code cell 41
 def matmul_broadcast(a, b):
     "Matrix product `a @ b`: each row of `a`, as a column, is broadcast against `b` and summed down."
     n, _, m = _check_inner(a, b)
@@ -240,8 +240,16 @@ def matmul_broadcast(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 43
+# %% nbs/01_matmul.ipynb, code cell 43
 def matmul_einsum(a, b):
     "Matrix product `a @ b` as the Einstein summation 'ik,kj->ij'."
     _check_inner(a, b)
     return torch.einsum('ik,kj->ij', a, b)
+
+
+# %% what `from exp.nb_01 import *` hands over (see notebook2script.py)
+from exp.nb_00 import __all__ as _nb_00_all
+__all__ = sorted({*_nb_00_all, 'ArrayUnpickler', 'MNIST_ROWS', 'MNIST_SHA256', 'MNIST_URLS', 'MnistError',
+    'data_dir', 'download_mnist', 'get_data', 'get_test_data', 'is_full_mnist', 'load_mnist', 'math',
+    'matmul_broadcast', 'matmul_einsum', 'matmul_elementwise', 'matmul_loops', 'plt', 'statistics', 'tensor',
+    'time', 'timeit_us', 'torch'})

@@ -3,17 +3,17 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/02_fully_connected.ipynb, code cell 1
+# %% nbs/02_fully_connected.ipynb, code cell 1
 from exp.nb_01 import *
 
 
-# nbs/02_fully_connected.ipynb, code cell 4
+# %% nbs/02_fully_connected.ipynb, code cell 4
 def normalize(x, m, s):
     "Shift `x` by mean `m` and scale it by standard deviation `s`."
     return (x - m) / s
 
 
-# nbs/02_fully_connected.ipynb, code cell 7
+# %% nbs/02_fully_connected.ipynb, code cell 7
 def lin(x, w, b):
     "Linear (affine) layer: `x @ w + b`."
     return x @ w + b
@@ -23,7 +23,7 @@ def relu(x):
     return x.clamp_min(0.)
 
 
-# nbs/02_fully_connected.ipynb, code cell 25
+# %% nbs/02_fully_connected.ipynb, code cell 25
 def mse(output, targ):
     "Mean squared error between `output` of shape (bs, 1) and `targ` of shape (bs,)."
     if output.shape[-1:] != (1,) or targ.shape != output.shape[:-1]:
@@ -31,7 +31,7 @@ def mse(output, targ):
     return (output.squeeze(-1) - targ).pow(2).mean()
 
 
-# nbs/02_fully_connected.ipynb, code cell 33
+# %% nbs/02_fully_connected.ipynb, code cell 33
 def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     "Assert `g` matches central differences of the scalar `f()` w.r.t. the float64 tensor `x` (nudged in place); return the largest difference."
     if x.dtype != torch.float64: raise TypeError(f"check_grad: finite differences need float64, got {x.dtype}; call .double() first")
@@ -54,7 +54,7 @@ def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     return worst
 
 
-# nbs/02_fully_connected.ipynb, code cell 41
+# %% nbs/02_fully_connected.ipynb, code cell 41
 class Module():
     "Base class for layers: calling one stores its inputs and output; `backward` hands them to `bwd`."
     def __call__(self, *args):
@@ -78,7 +78,7 @@ class Module():
         del self.args, self.out
 
 
-# nbs/02_fully_connected.ipynb, code cell 42
+# %% nbs/02_fully_connected.ipynb, code cell 42
 class Relu(Module):
     "ReLU layer; its backward masks the output's gradient in place and passes it on as the input's."
     def forward(self, inp): return relu(inp)
@@ -94,7 +94,7 @@ class Mse(Module):
         if inp_grad: inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
 
 
-# nbs/02_fully_connected.ipynb, code cell 46
+# %% nbs/02_fully_connected.ipynb, code cell 46
 class Lin(Module):
     "Linear layer `inp @ w + b` with hand-written gradients for `w`, `b` and (when `inp_grad`) the input."
     def __init__(self, w, b): self.w, self.b = w, b
@@ -105,7 +105,7 @@ class Lin(Module):
         if inp_grad: inp.g = out.g @ self.w.t()
 
 
-# nbs/02_fully_connected.ipynb, code cell 47
+# %% nbs/02_fully_connected.ipynb, code cell 47
 class Model():
     "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
     def __init__(self, w1, b1, w2, b2):
@@ -121,3 +121,9 @@ class Model():
         self.loss.backward()
         for l in reversed(self.layers[1:]): l.backward()
         self.layers[0].backward(inp_grad)
+
+
+# %% what `from exp.nb_02 import *` hands over (see notebook2script.py)
+from exp.nb_01 import __all__ as _nb_01_all
+__all__ = sorted({*_nb_01_all, 'Lin', 'Model', 'Module', 'Mse', 'Relu', 'check_grad', 'lin', 'mse', 'normalize',
+    'relu'})

@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/04_callbacks.ipynb, code cell 1
+# %% nbs/04_callbacks.ipynb, code cell 1
 from exp.nb_03 import *
 import os, re, sys, time
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 
-# nbs/04_callbacks.ipynb, code cell 3
+# %% nbs/04_callbacks.ipynb, code cell 3
 def _dl_dataset(dl):
     "The Dataset behind a DataLoader (ours or PyTorch's), or None."
     return getattr(dl, 'dataset', getattr(dl, 'ds', None))
@@ -32,13 +32,13 @@ class DataBunch:
         return _dl_dataset(self.valid_dl)
 
 
-# nbs/04_callbacks.ipynb, code cell 5
+# %% nbs/04_callbacks.ipynb, code cell 5
 def camel2snake(name):
     "Convert a CamelCase name to snake_case: 'AvgStatsCallback' -> 'avg_stats_callback'."
     return re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
 
 
-# nbs/04_callbacks.ipynb, code cell 7
+# %% nbs/04_callbacks.ipynb, code cell 7
 class Callback:
     "Base class for callbacks: define methods named after events; attributes not found are read from the runner `run`."
     _order, run = 0, None
@@ -55,13 +55,13 @@ class Callback:
         return getattr(self.run, k)
 
 
-# nbs/04_callbacks.ipynb, code cell 9
+# %% nbs/04_callbacks.ipynb, code cell 9
 EVENTS = ('begin_fit', 'begin_epoch', 'begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step',
           'after_batch', 'begin_validate', 'after_validate', 'after_epoch', 'after_fit',
           'after_cancel_batch', 'after_cancel_epoch', 'after_cancel_train')
 
 
-# nbs/04_callbacks.ipynb, code cell 10
+# %% nbs/04_callbacks.ipynb, code cell 10
 class CancelTrainException(Exception):
     "Raise in a callback to end training; `after_cancel_train` then `after_fit` run."
 
@@ -79,7 +79,7 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# nbs/04_callbacks.ipynb, code cell 12
+# %% nbs/04_callbacks.ipynb, code cell 12
 class TrainEvalCallback(Callback):
     "Sets train/eval mode and `in_train`; counts training batches `n_iter` and fractional epochs `n_epochs`."
     _order = -10
@@ -101,7 +101,7 @@ class TrainEvalCallback(Callback):
         self.model.eval()
 
 
-# nbs/04_callbacks.ipynb, code cell 13
+# %% nbs/04_callbacks.ipynb, code cell 13
 def _as_list(o):
     "`o` as a list: None -> [], list/tuple -> list, anything else -> [o]."
     if o is None: return []
@@ -126,7 +126,7 @@ def _check_name(learn, cb, others=()):
         raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
-# nbs/04_callbacks.ipynb, code cell 15
+# %% nbs/04_callbacks.ipynb, code cell 15
 class Learner:
     "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
     def __init__(self, model, opt, loss_func, data, cbs=None):
@@ -166,7 +166,7 @@ class Learner:
             finally: self.remove_cbs(extra)
 
 
-# nbs/04_callbacks.ipynb, code cell 17
+# %% nbs/04_callbacks.ipynb, code cell 17
 def _build_handlers(self):
     "Look up each callback's method for each event, once per fit; lowest `_order` first."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)
@@ -187,7 +187,7 @@ def _run_event(self, event):
 Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
 
 
-# nbs/04_callbacks.ipynb, code cell 19
+# %% nbs/04_callbacks.ipynb, code cell 19
 def _do_epoch(self):
     "One epoch: a training pass, then a validation pass without gradients."
     self._one_pass('begin_epoch', self.data.train_dl)
@@ -207,7 +207,7 @@ def _one_pass(self, begin, dl):
 Learner._do_epoch, Learner._one_pass = _do_epoch, _one_pass
 
 
-# nbs/04_callbacks.ipynb, code cell 20
+# %% nbs/04_callbacks.ipynb, code cell 20
 def _one_batch(self, xb, yb):
     "One batch: predict and compute the loss; when training, also backward and step."
     self.xb, self.yb = xb, yb
@@ -229,14 +229,14 @@ def _one_batch(self, xb, yb):
 Learner._one_batch = _one_batch
 
 
-# nbs/04_callbacks.ipynb, code cell 21
+# %% nbs/04_callbacks.ipynb, code cell 21
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 29
+# %% nbs/04_callbacks.ipynb, code cell 29
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -264,7 +264,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 31
+# %% nbs/04_callbacks.ipynb, code cell 31
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -300,7 +300,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 32
+# %% nbs/04_callbacks.ipynb, code cell 32
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -311,7 +311,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 34
+# %% nbs/04_callbacks.ipynb, code cell 34
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10
@@ -342,3 +342,11 @@ class ProgressCallback(Callback):
     def after_fit(self):
         self._close_bar()
         if self.mbar is not None: self.mbar.close(); self.mbar = None
+
+
+# %% what `from exp.nb_04 import *` hands over (see notebook2script.py)
+from exp.nb_03 import __all__ as _nb_03_all
+__all__ = sorted({*_nb_03_all, 'AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback',
+    'CancelBatchException', 'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'F',
+    'Learner', 'ProgressCallback', 'TrainEvalCallback', 'camel2snake', 'get_learner', 'nn', 'progress_enabled',
+    'time', 'torch'})

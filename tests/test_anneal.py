@@ -1,6 +1,7 @@
 """Tests for exp.nb_05: schedules, combine_scheds, ParamScheduler, Recorder and the LR finder (tiny synthetic data)."""
 import copy
 import math
+from functools import partial
 
 import matplotlib
 matplotlib.use('Agg')
@@ -13,19 +14,10 @@ import torch.nn.functional as F
 from exp.nb_05 import (AvgStatsCallback, Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner,
                        LR_Find, ParamScheduler, Recorder, Sampler, TrainEvalCallback, combine_scheds, find_lr, get_dls,
                        get_learner, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle)
+import conftest
 
 
-def make_learner(cbs=None, lr=0.1, n_train=32, n_valid=16, bs=8, groups=False, momentum=0.):
-    "A linear 2-class model on separable synthetic data; 4 training batches, 2 validation batches by default."
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + n_valid, 5, generator=g)
-    y = (x[:, 0] - x[:, 2] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    data = DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
-    torch.manual_seed(0)
-    model = nn.Linear(5, 2)
-    params = [{'params': [model.weight]}, {'params': [model.bias]}] if groups else model.parameters()
-    return Learner(model, torch.optim.SGD(params, lr=lr, momentum=momentum), F.cross_entropy, data, cbs=cbs)
+make_learner = partial(conftest.make_learner, n_train=32, n_valid=16)  # 4 training and 2 validation batches
 
 
 # ------------------------------------------------------------------ schedules

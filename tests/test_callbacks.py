@@ -11,24 +11,10 @@ import torch.nn.functional as F
 from exp.nb_04 import (CANCEL_EVENTS, EVENTS, AvgStats, AvgStatsCallback, Callback, CancelBatchException, CancelEpochException,
                        CancelTrainException, DataBunch, DataLoader, Dataset, Learner, ProgressCallback, Sampler,
                        TrainEvalCallback, accuracy, camel2snake, get_dls, get_learner, progress_enabled)
+from conftest import make_data, make_learner
 
 TRAIN_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step', 'after_batch']
 VALID_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_batch']
-
-
-def make_data(n_train=24, n_valid=10, bs=8, seed=0):
-    "Linearly separable 2-class data in 5 dimensions, in loaders with batches of `bs` (validation: `bs` too)."
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_train + n_valid, 5, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    return DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
-
-
-def make_learner(cbs=None, lr=0.1, **kwargs):
-    torch.manual_seed(0)
-    model = nn.Linear(5, 2)
-    return Learner(model, torch.optim.SGD(model.parameters(), lr=lr), F.cross_entropy, make_data(**kwargs), cbs=cbs)
 
 
 class Log(Callback):
