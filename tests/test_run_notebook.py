@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from nbformat import v4
 
+from conftest import make_nb
 from run_notebook import CellFailure, NotebookResult, format_summary, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,23 +30,13 @@ PASS = [f"import os, sys\nassert os.path.realpath(sys.executable) == os.path.rea
         "text = open('data.txt').read()\nprint(text)",
         f"assert text == {DATA!r}, text"]
 FAIL = ["x = 1\nprint('cell one ran')",
-        "## a markdown cell between",
+        ('markdown', 'a markdown cell between'),
         "import sys\nprint('computing x')\nprint('a warning', file=sys.stderr)\nassert x == 2, f'x should be 2, got {x}'\nprint('not reached')",
         "print('never run')"]
 SYNTAX = ["y = 1", "z = (1,\nprint(y)"]
 DIES = ["print('still alive')", "import os\nos.write(2, b'about to die\\n')\nos._exit(1)"]
 LOOP = ["print('spinning')\nwhile True:\n    pass", "print('never run')"]
 NOTEBOOKS = {'01_pass': PASS, '02_fail': FAIL, '03_syntax': SYNTAX, '04_dies': DIES, '05_loop': LOOP}
-
-
-def make_nb(path: Path, cells: list[str]) -> Path:
-    "A notebook of code cells (a source starting with '## ' is a markdown cell), with our standard metadata."
-    nb = v4.new_notebook(metadata=json.loads(json.dumps(META)))
-    nb.cells = [v4.new_markdown_cell(c) if c.startswith('## ') else v4.new_code_cell(c) for c in cells]
-    for i, c in enumerate(nb.cells): c['id'] = f'cell-{i}'
-    nbformat.validate(nb)
-    nbformat.write(nb, path)
-    return path
 
 
 def make_folder(folder: Path, names: list[str]) -> Path:
