@@ -24,6 +24,7 @@ uses it to make each lesson a pytest test.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import sys
@@ -40,6 +41,7 @@ from notebook2script import (ROOT, ExportError, UsageError, atomic_write, find_n
 OUTPUT_LINES = 60  # at most this many lines of a failing cell's output, or of a dead kernel's stderr, are shown
 _ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]')
 _CELL_LINE = re.compile(r'Cell In\s*\[(\d+)\],\s*line (\d+)')
+_TCP_WARNING = re.compile(r'^\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption.*\n?', re.M)
 
 
 # --------------------------------------------------------------------------- results and reports
@@ -128,7 +130,7 @@ def _indent(text: str) -> str:
 
 # --------------------------------------------------------------------------- running
 
-def _failure(nb, cell_index: int | None, kind: str, message: str, **extra) -> CellFailure:
+def _failure(nb, cell_index: int | None, count: int | None, kind: str, message: str, **extra) -> CellFailure:
     "A CellFailure filled in from the code cell that was running."
     if cell_index is None:
         return CellFailure(kind, message, **extra)
@@ -138,7 +140,7 @@ def _failure(nb, cell_index: int | None, kind: str, message: str, **extra) -> Ce
     both = len({o.name for o in streams}) > 1  # then label each run of stderr and stdout
     output = ''.join((f'[{o.name}]\n' if both and (i == 0 or streams[i - 1].name != o.name) else '') + o.text
                      for i, o in enumerate(streams))
-    return CellFailure(kind, message, code.index(cell_index) + 1, len(code), cell.get('execution_count'),
+    return CellFailure(kind, message, code.index(cell_index) + 1, len(code), cell.get('execution_count') or count,
                        cell.source, output=_clean(output), **extra)
 
 
@@ -159,7 +161,7 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
     def on_cell(cell, cell_index: int) -> None:
         if stop.is_set():
             raise RuntimeError('interrupted')
-        state['cell'] = cell_index
+        state['cell'], state['count'] = cell_index, client.code_cells_executed + 1
 
     with tempfile.TemporaryFile() as log:
         try:
@@ -170,20 +172,20 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
             client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False, shutdown_kernel='immediate',
                                     resources={'metadata': {'path': str(path.parent)}})
             client.on_notebook_start, client.on_cell_execute = on_start, on_cell
-            client.execute(cleanup_kc=True, stdout=log, stderr=log)
+            asyncio.run(client.async_execute(cleanup_kc=True, stdout=log, stderr=log))  # ends every task
         except CellExecutionError as e:
             cell = nb.cells[state['cell']]
             errors = [o for o in cell.outputs if o.output_type == 'error']
             tb = _ANSI.sub('', '\n'.join(errors[-1].traceback)) if errors else ''
-            failure = _failure(nb, state['cell'], 'error', f'{e.ename}: {e.evalue}'.rstrip(': '), traceback=tb,
+            failure = _failure(nb, state['cell'], state.get('count'), 'error', f'{e.ename}: {e.evalue}'.rstrip(': '), traceback=tb,
                                marked_lines=_marked_lines(tb, cell))
         except CellTimeoutError:
-            failure = _failure(nb, state['cell'], 'timeout',
+            failure = _failure(nb, state['cell'], state.get('count'), 'timeout',
                                f'the cell did not finish within the {timeout} s limit (--timeout {timeout})')
         except DeadKernelError:
             code = state['kernel'].poll() if 'kernel' in state else None
             how = 'exit status unknown' if code is None else f'killed by signal {-code}' if code < 0 else f'exit code {code}'
-            failure = _failure(nb, state['cell'], 'dead', f'the kernel died ({how})', kernel_log=_log(log))
+            failure = _failure(nb, state['cell'], state.get('count'), 'dead', f'the kernel died ({how})', kernel_log=_log(log))
         except Exception as e:  # unreadable notebook, a kernel that never starts, ...
             why = _ANSI.sub('', str(e)).strip().split('\n')[0]
             failure = CellFailure('runner', f'{type(e).__name__}: {why}'.rstrip(': '), kernel_log=_log(log))
@@ -207,7 +209,7 @@ def _marked_lines(traceback: str, cell) -> frozenset:
 def _log(log) -> str:
     "What the kernel wrote to its stderr (and to fd 1), cleaned and cut to its last lines."
     log.seek(0)
-    text = log.read().decode('utf-8', 'replace')
+    text = _TCP_WARNING.sub('', log.read().decode('utf-8', 'replace'))
     return _clean(text) if text.strip() else ''
 
 
