@@ -35,8 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from notebook2script import (ROOT, ExportError, UsageError, atomic_write, find_notebooks, parse_args, read_cells,
-                             setup_streams, shown, sync_problems)
+from notebook2script import (
+    ROOT,
+    ExportError,
+    UsageError,
+    atomic_write,
+    find_notebooks,
+    parse_args,
+    read_cells,
+    setup_streams,
+    shown,
+    sync_problems,
+)
 
 OUTPUT_LINES = 60  # at most this many lines of a failing cell's output, or of a dead kernel's stderr, are shown
 _ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]')
@@ -177,15 +187,16 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
             cell = nb.cells[state['cell']]
             errors = [o for o in cell.outputs if o.output_type == 'error']
             tb = _ANSI.sub('', '\n'.join(errors[-1].traceback)) if errors else ''
-            failure = _failure(nb, state['cell'], state.get('count'), 'error', f'{e.ename}: {e.evalue}'.rstrip(': '), traceback=tb,
-                               marked_lines=_marked_lines(tb, cell))
+            failure = _failure(nb, state['cell'], state.get('count'), 'error', f'{e.ename}: {e.evalue}'.rstrip(': '),
+                               traceback=tb, marked_lines=_marked_lines(tb, cell))
         except CellTimeoutError:
             failure = _failure(nb, state['cell'], state.get('count'), 'timeout',
                                f'the cell did not finish within the {timeout} s limit (--timeout {timeout})')
         except DeadKernelError:
             code = state['kernel'].poll() if 'kernel' in state else None
-            how = 'exit status unknown' if code is None else f'killed by signal {-code}' if code < 0 else f'exit code {code}'
-            failure = _failure(nb, state['cell'], state.get('count'), 'dead', f'the kernel died ({how})', kernel_log=_log(log))
+            how = 'exit status unknown' if code is None else f'signal {-code}' if code < 0 else f'exit code {code}'
+            failure = _failure(nb, state['cell'], state.get('count'), 'dead', f'the kernel died ({how})',
+                               kernel_log=_log(log))
         except Exception as e:  # unreadable notebook, a kernel that never starts, ...
             why = _ANSI.sub('', str(e)).strip().split('\n')[0]
             failure = CellFailure('runner', f'{type(e).__name__}: {why}'.rstrip(': '), kernel_log=_log(log))

@@ -33,7 +33,8 @@ def make_data(n_train=24, n_valid=10, bs=8, seed=0):
     x = torch.randn(n_train + n_valid, 5, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    return DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
+    loader = lambda ds: DataLoader(ds, Sampler(ds, bs), batched=True)
+    return DataBunch(loader(tds), loader(vds), c=2)
 
 
 def make_learner(cbs=None, lr=0.1, groups=False, momentum=0., **data):

@@ -4,18 +4,36 @@ import math
 from functools import partial
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_05 import (AvgStatsCallback, Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner,
-                       LR_Find, ParamScheduler, Recorder, Sampler, TrainEvalCallback, combine_scheds, find_lr, get_dls,
-                       get_learner, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle)
-import conftest
+from exp.nb_05 import (
+    AvgStatsCallback,
+    Callback,
+    CancelTrainException,
+    DataBunch,
+    Dataset,
+    LR_Find,
+    ParamScheduler,
+    Recorder,
+    TrainEvalCallback,
+    combine_scheds,
+    find_lr,
+    get_dls,
+    get_learner,
+    one_cycle_cbs,
+    sched_cos,
+    sched_exp,
+    sched_lin,
+    sched_no,
+    sched_one_cycle,
+)
 
+import conftest
 
 make_learner = partial(conftest.make_learner, n_train=32, n_valid=16)  # 4 training and 2 validation batches
 
@@ -129,7 +147,8 @@ def test_param_scheduler_names_and_errors():
     cbs = one_cycle_cbs(0.5, moms=(0.95, 0.85, 0.95))
     assert [cb.name for cb in cbs] == ['lr_sched', 'momentum_sched']
     learn = make_learner()
-    with pytest.raises(ValueError, match="no hyper-parameter 'mom'"): learn.fit(1, cbs=ParamScheduler('mom', sched_no(1, 1)))
+    with pytest.raises(ValueError, match="no hyper-parameter 'mom'"):
+        learn.fit(1, cbs=ParamScheduler('mom', sched_no(1, 1)))
     with pytest.raises(ValueError, match='2 schedules for 1 parameter groups'):
         learn.fit(1, cbs=ParamScheduler('lr', [sched_no(1, 1)] * 2))
 
@@ -223,7 +242,7 @@ def same(a, b):
 
 def test_find_lr_restores_learner_and_suggests(capsys):
     learn = make_learner(cbs=[Recorder(), AvgStatsCallback(show=True)], lr=0.123, momentum=0.5)
-    learn.fit(2)                                  # so the optimizer has state (momentum buffers) and the callbacks records
+    learn.fit(2)  # so the optimizer has state (momentum buffers) and the callbacks records
     capsys.readouterr()
     model0, opt0 = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
     assert len(opt0['state']) == 2 and all('momentum_buffer' in st for st in opt0['state'].values())
@@ -232,7 +251,8 @@ def test_find_lr_restores_learner_and_suggests(capsys):
     finder = find_lr(learn, max_iter=30, min_lr=1e-3, max_lr=1e4)
     assert len(finder.losses) > 5 and learn.n_iter == len(finder.losses) - finder.diverged   # the sweep trained
     assert same(learn.model.state_dict(), model0) and same(learn.opt.state_dict(), opt0)
-    assert learn.cbs == cbs0 and learn.recorder is cbs0[1] and learn.avg_stats is cbs0[2] and not hasattr(learn, 'lr_find')
+    assert learn.cbs == cbs0 and learn.recorder is cbs0[1] and learn.avg_stats is cbs0[2]
+    assert not hasattr(learn, 'lr_find')
     assert learn.recorder.losses == losses0 and same(learn.recorder.vals, rec0) and learn.avg_stats.history == hist0
     assert capsys.readouterr().out == ''          # the stats table printed nothing during the sweep
     assert torch.equal(torch.get_rng_state(), rng0)

@@ -53,19 +53,19 @@ def test_no_name_defined_in_two_modules():
     for path in MODULES:
         for name, line in _defined_names(path).items():
             if name.startswith('__'): continue
-            if name in seen: clashes.append(f"{name}: {seen[name]} and {path.name}:{line}")
-            else: seen[name] = f"{path.name}:{line}"
-    assert not clashes, "names defined in more than one module:\n" + '\n'.join(clashes)
+            if name in seen: clashes.append(f'{name}: {seen[name]} and {path.name}:{line}')
+            else: seen[name] = f'{path.name}:{line}'
+    assert not clashes, 'names defined in more than one module:\n' + '\n'.join(clashes)
 
 
 @pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
 def test_public_functions_and_classes_have_docstrings(path):
     tree = ast.parse(path.read_text(encoding='utf-8'))
-    missing = [f"{path.name}:{n.lineno} {n.name}" for n in tree.body
+    missing = [f'{path.name}:{n.lineno} {n.name}' for n in tree.body
                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                and not n.name.startswith('_')
                and not (ast.get_docstring(n) or '').strip()]
-    assert not missing, "exported without a docstring:\n" + '\n'.join(missing)
+    assert not missing, 'exported without a docstring:\n' + '\n'.join(missing)
 
 
 @pytest.mark.parametrize('path', MODULES[1:], ids=lambda p: p.stem)
@@ -73,7 +73,7 @@ def test_modules_chain_to_an_earlier_one(path):
     src = path.read_text(encoding='utf-8')
     earlier = [m.stem for m in MODULES if m.stem < path.stem]
     found = re.findall(r'^from exp\.(nb_\w+) import \*', src, flags=re.M)
-    assert found and found[0] in earlier, f"{path.name} should start from an earlier module, found {found}"
+    assert found and found[0] in earlier, f'{path.name} should start from an earlier module, found {found}'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
@@ -82,16 +82,16 @@ def test_notebook_is_valid_and_executed(path):
     assert nb.nbformat == 4
     nbformat.validate(nb)
     counts = [c.execution_count for c in nb.cells if c.cell_type == 'code']
-    assert all(c is not None for c in counts), f"{path.name}: committed without running every code cell"
-    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: not run top to bottom in one fresh kernel"
-    assert set(nb.metadata) <= {'kernelspec', 'language_info'}, f"{path.name}: extra metadata {set(nb.metadata)}"
+    assert all(c is not None for c in counts), f'{path.name}: committed without running every code cell'
+    assert counts == list(range(1, len(counts) + 1)), f'{path.name}: not run top to bottom in one fresh kernel'
+    assert set(nb.metadata) <= {'kernelspec', 'language_info'}, f'{path.name}: extra metadata {set(nb.metadata)}'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_has_no_machine_paths(path):
     text = path.read_text(encoding='utf-8')
     bad = sorted(set(re.findall(r'(?:/work/|/root/|/home/|/tmp/|[A-Z]:\\\\Users)[^\s"\']*', text)))
-    assert not bad, f"{path.name} contains machine-specific paths: {bad[:5]}"
+    assert not bad, f'{path.name} contains machine-specific paths: {bad[:5]}'
 
 
 def test_modules_import_from_any_folder(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exp.nb_02 import Lin, Mse, Model, Module, Relu, check_grad, lin, mse, normalize, relu
+from exp.nb_02 import Lin, Model, Module, Mse, Relu, check_grad, lin, mse, normalize, relu
 
 DD = dict(dtype=torch.float64)
 

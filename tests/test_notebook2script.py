@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_nb
 
 import notebook2script as n2s
+
+from conftest import make_nb
 
 SCRIPT = Path(n2s.__file__).resolve()
 
@@ -90,7 +91,8 @@ def test_compiler_warnings_name_cell_and_line():
 
 
 def test_markdown_and_raw_cells_are_never_exported():
-    text, errors, warnings = module_for([('markdown', '#export\nmd = 1'), ('raw', '#export\nraw = 2'), '#export\nc = 3'])
+    cells = [('markdown', '#export\nmd = 1'), ('raw', '#export\nraw = 2'), '#export\nc = 3']
+    text, errors, warnings = module_for(cells)
     assert errors == [] and 'c = 3' in text and 'md = 1' not in text and 'raw = 2' not in text
     assert len(warnings) == 2 and 'markdown' in warnings[0] and 'raw' in warnings[1]
 
@@ -127,7 +129,8 @@ def test_star_import_hands_over_public_names_lesson_libraries_and_earlier_module
         "#export\nimport gzip, math\nfrom pathlib import Path\nimport torch.nn.functional as F\n"
         "def base():\n    'One.'\n    return 1\n_private, RATE = 0, 0.1\nclass Thing: pass"])
     nb1 = make_nb(tmp_path / 'nbs' / '01_next.ipynb', [
-        '#export\nfrom exp.nb_00 import *\nimport os', "#export\ndef more():\n    'Two, from nb_00.'\n    return base() + 1"])
+        '#export\nfrom exp.nb_00 import *\nimport os',
+        "#export\ndef more():\n    'Two, from nb_00.'\n    return base() + 1"])
     dest = tmp_path / 'exp'
     n2s.write_plan(n2s.plan_modules([nb0, nb1], dest, complete=False))
     (dest / '__init__.py').write_text('')
@@ -142,7 +145,8 @@ def test_star_import_hands_over_public_names_lesson_libraries_and_earlier_module
 
 def test_unicode_survives_on_an_ascii_locale(tmp_path):
     root = project(tmp_path)
-    make_nb(root / 'nbs' / '00_unicode.ipynb', ["#export\nα, β = 0.9, 0.99\ndef 平均(xs):\n    '计算平均值 μ.'\n    return sum(xs) / len(xs)\n"])
+    src = "#export\nα, β = 0.9, 0.99\ndef 平均(xs):\n    '计算平均值 μ.'\n    return sum(xs) / len(xs)\n"
+    make_nb(root / 'nbs' / '00_unicode.ipynb', [src])
     # Python with UTF-8 mode off in the C locale uses ASCII as its default file encoding.
     env = {'LC_ALL': 'C', 'LANG': 'C', 'PYTHONCOERCECLOCALE': '0', 'PYTHONUTF8': '0'}
     r = run_cli(root / 'notebook2script.py', cwd=root, env=env, flags=('-X', 'utf8=0'))

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import META, make_nb
 
 from run_notebook import run_notebook
+
+from conftest import META, make_nb
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / 'run_notebook.py'
@@ -27,7 +28,8 @@ NOTEBOOKS = {
                 "import sys\nprint('computing x')\nprint('a warning', file=sys.stderr)\n"
                 "assert x == 2, f'x should be 2, got {x}'\nprint('not reached')", "print('never run')"],
     '03_syntax': ['y = 1', 'z = (1,\nprint(y)'],
-    '04_dies': ["print('still alive')", "import os, time\nos.write(2, b'about to die\\n')\ntime.sleep(0.5)\nos._exit(1)"],
+    '04_dies': ["print('still alive')",  # the pause lets ipykernel copy what was written to the kernel's stderr
+                "import os, time\nos.write(2, b'about to die\\n')\ntime.sleep(0.5)\nos._exit(1)"],
     '05_loop': ["print('spinning')\nwhile True:\n    pass", "print('never run')"],
 }
 
