@@ -46,13 +46,12 @@ def test_schedules_end_points(maker):
     assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(8.)
 
 
-def test_schedule_midpoints():
-    assert sched_lin(1, 3)(0.5) == pytest.approx(2)
-    assert sched_lin(3, 1)(0.25) == pytest.approx(2.5)
-    assert sched_cos(1, 3)(0.5) == pytest.approx(2)
-    assert sched_cos(0, 1)(0.25) == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
-    assert sched_exp(1, 100)(0.5) == pytest.approx(10)
-    assert [sched_no(4, 9)(p) for p in (0, 0.3, 1)] == [4, 4, 4]
+@pytest.mark.parametrize('f, pos, expected', [
+    (sched_lin(1, 3), 0.5, 2), (sched_lin(3, 1), 0.25, 2.5), (sched_cos(1, 3), 0.5, 2),
+    (sched_cos(0, 1), 0.25, (1 - math.cos(math.pi / 4)) / 2), (sched_exp(1, 100), 0.5, 10),
+    (sched_no(4, 9), 0, 4), (sched_no(4, 9), 0.3, 4), (sched_no(4, 9), 1, 4)])
+def test_schedule_midpoints(f, pos, expected):
+    assert f(pos) == pytest.approx(expected)
 
 
 def test_sched_cos_is_flat_at_the_ends():

@@ -1,7 +1,7 @@
 """How much does `run_notebook.py --workers 2` save over `--workers 1`?
 
-    python bench/run_notebook.py                  # 5 notebooks per set, 3 timed repeats
-    python bench/run_notebook.py --n 6 --repeats 5
+    python bench/notebook_workers.py                  # 5 notebooks per set, 3 timed repeats
+    python bench/notebook_workers.py --n 6 --repeats 5
 
 Small notebooks are dominated by kernel start-up, which is CPU work; on a 2-core machine running two at
 once may or may not help, so this measures it. Two sets of tiny notebooks are made in a temp folder:
