@@ -140,8 +140,9 @@ def _indent(text: str) -> str:
 
 # --------------------------------------------------------------------------- running
 
-def _failure(nb, cell_index: int | None, count: int | None, kind: str, message: str, **extra) -> CellFailure:
-    "A CellFailure filled in from the code cell that was running."
+def _failure(nb, state: dict, kind: str, message: str, **extra) -> CellFailure:
+    "A CellFailure filled in from the code cell that was running (`state['cell']`, an index into `nb.cells`)."
+    cell_index = state['cell']
     if cell_index is None:
         return CellFailure(kind, message, **extra)
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code']
@@ -150,8 +151,8 @@ def _failure(nb, cell_index: int | None, count: int | None, kind: str, message: 
     both = len({o.name for o in streams}) > 1  # then label each run of stderr and stdout
     output = ''.join((f'[{o.name}]\n' if both and (i == 0 or streams[i - 1].name != o.name) else '') + o.text
                      for i, o in enumerate(streams))
-    return CellFailure(kind, message, code.index(cell_index) + 1, len(code), cell.get('execution_count') or count,
-                       cell.source, output=_clean(output), **extra)
+    return CellFailure(kind, message, code.index(cell_index) + 1, len(code),
+                       cell.get('execution_count') or state['count'], cell.source, output=_clean(output), **extra)
 
 
 def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels: set) -> NotebookResult:
@@ -187,16 +188,15 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
             cell = nb.cells[state['cell']]
             errors = [o for o in cell.outputs if o.output_type == 'error']
             tb = _ANSI.sub('', '\n'.join(errors[-1].traceback)) if errors else ''
-            failure = _failure(nb, state['cell'], state.get('count'), 'error', f'{e.ename}: {e.evalue}'.rstrip(': '),
-                               traceback=tb, marked_lines=_marked_lines(tb, cell))
+            failure = _failure(nb, state, 'error', f'{e.ename}: {e.evalue}'.rstrip(': '), traceback=tb,
+                               marked_lines=_marked_lines(tb, cell))
         except CellTimeoutError:
-            failure = _failure(nb, state['cell'], state.get('count'), 'timeout',
+            failure = _failure(nb, state, 'timeout',
                                f'the cell did not finish within the {timeout} s limit (--timeout {timeout})')
         except DeadKernelError:
             code = state['kernel'].poll() if 'kernel' in state else None
             how = 'exit status unknown' if code is None else f'signal {-code}' if code < 0 else f'exit code {code}'
-            failure = _failure(nb, state['cell'], state.get('count'), 'dead', f'the kernel died ({how})',
-                               kernel_log=_log(log))
+            failure = _failure(nb, state, 'dead', f'the kernel died ({how})', kernel_log=_log(log))
         except Exception as e:  # unreadable notebook, a kernel that never starts, ...
             why = _ANSI.sub('', str(e)).strip().split('\n')[0]
             failure = CellFailure('runner', f'{type(e).__name__}: {why}'.rstrip(': '), kernel_log=_log(log))
