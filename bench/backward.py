@@ -187,7 +187,8 @@ def breakdown(x: torch.Tensor, y: torch.Tensor, reps: int) -> None:
         l1, r, l2 = model.layers
         inp, out = l1.args[0], l1.out
         for k, f in (('Mse', model.loss.backward), ('Lin 2', l2.backward), ('Relu', r.backward),
-                     ('Lin 1 (w, b)', lambda: l1.backward(False)), ('Lin 1 (x.g)', lambda: setattr(inp, 'g', out.g @ l1.w.t()))):
+                     ('Lin 1 (w, b)', lambda: l1.backward(False)),
+                     ('Lin 1 (x.g)', lambda: setattr(inp, 'g', out.g @ l1.w.t()))):
             t0 = time.perf_counter(); f(); dt = time.perf_counter() - t0
             if i: steps[k].append(dt)
     clear_grads(x)
@@ -264,7 +265,7 @@ def print_memory(x: torch.Tensor, y: torch.Tensor) -> None:
     main = [v for pair in PAIRS[:2] for v in pair]
     mib = 2 ** 20
     print('\nPeak memory. Fair comparison: both sides start from the same tensors (the 50,000 x 784 input,')
-    print('the targets, the weights) and have dropped the previous run\'s gradients; we count what one')
+    print("the targets, the weights) and have dropped the previous run's gradients; we count what one")
     print('forward + backward adds on top of that (the gradients it leaves behind included).')
     print(f'  input x alone: {x.numel() * x.element_size() / mib:.1f} MiB')
     print('(a) torch.profiler: peak of the bytes torch allocates during one run, after a warm-up run:')
@@ -281,15 +282,17 @@ def print_memory(x: torch.Tensor, y: torch.Tensor) -> None:
         print(f'  {a} / {b}: {peaks[a] / peaks[b]:.3f}x added memory, '
               f'{(peaks[a] / mib + inp_mib) / (peaks[b] / mib + inp_mib):.3f}x counting the input')
     print('(b) peak resident set size (VmHWM, what ru_maxrss reports, read per process because ru_maxrss')
-    print('    can carry the parent\'s peak over exec), each variant alone in a fresh process on random data of')
+    print("    can carry the parent's peak over exec), each variant alone in a fresh process on random data of")
     print('    the same shape, 3 runs; "added" is the peak minus the RSS after setup (imports, data, weights):')
     rss = rss_peaks(main)
     for v in main:
         r = rss[v]
-        print(f'  {v:28s} process peak {r["peak_kib"] / 1024:8.1f} MiB   added {(r["peak_kib"] - r["base_kib"]) / 1024:7.1f} MiB')
+        print(f'  {v:28s} process peak {r["peak_kib"] / 1024:8.1f} MiB'
+              f'   added {(r["peak_kib"] - r["base_kib"]) / 1024:7.1f} MiB')
     for a, b in PAIRS[:2]:
         da, db = (rss[v]['peak_kib'] - rss[v]['base_kib'] for v in (a, b))
-        print(f'  {a} / {b}: {da / db if db else float("nan"):.3f}x added, {rss[a]["peak_kib"] / rss[b]["peak_kib"]:.3f}x process peak')
+        print(f'  {a} / {b}: {da / db if db else float("nan"):.3f}x added,'
+              f' {rss[a]["peak_kib"] / rss[b]["peak_kib"]:.3f}x process peak')
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,23 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import optim
-from exp.nb_06 import (ActivationStats, AvgStatsCallback, BatchTransformXCallback, DataBunch, Dataset, DeviceCallback,
-                       Hooks, Learner, accuracy, default_device, get_cnn_model, get_dls, init_cnn, mnist_resize)
+
+from exp.nb_06 import (
+    ActivationStats,
+    AvgStatsCallback,
+    BatchTransformXCallback,
+    DataBunch,
+    Dataset,
+    DeviceCallback,
+    Hooks,
+    Learner,
+    accuracy,
+    default_device,
+    get_cnn_model,
+    get_dls,
+    init_cnn,
+    mnist_resize,
+)
 
 NFS, GR = [16, 32, 64, 64], dict(leak=0.1, sub=0.4, maxv=6.)
 Run = Callable[[], tuple[float, float]]

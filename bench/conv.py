@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
 from exp.nb_06 import conv2d
 
 SHAPES = [(1, 28, 8, 5), (16, 14, 32, 3), (32, 7, 64, 3)]   # in channels, image size, filters, kernel size

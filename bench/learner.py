@@ -32,8 +32,20 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from exp.nb_05 import (AvgStatsCallback, DataBunch, Dataset, Learner, ProgressCallback, ParamScheduler, accuracy, fit,
-                       get_dls, get_model, sched_one_cycle)
+
+from exp.nb_05 import (
+    AvgStatsCallback,
+    DataBunch,
+    Dataset,
+    Learner,
+    ParamScheduler,
+    ProgressCallback,
+    accuracy,
+    fit,
+    get_dls,
+    get_model,
+    sched_one_cycle,
+)
 
 Run = Callable[[], tuple[float, float]]
 
@@ -132,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.bs < 1 or a.repeats < 1 or a.n < 5: p.error('--bs and --repeats must be >= 1 and --n >= 5')
     if a.threads: torch.set_num_threads(a.threads)
     dls = make_dls(a.n, a.n // 5, a.bs)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {a.n:,} + {a.n // 5:,} rows, batch size {a.bs}, '
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {a.n:,} + {a.n // 5:,} rows,'
+          f' batch size {a.bs}, '
           f'{len(dls[0])} + {len(dls[1])} batches per epoch, {a.repeats} repeats')
     ways = {'(1) fit (lesson 03)': plain_fit(dls),
             '(2) Learner': learner(dls, list),

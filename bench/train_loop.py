@@ -13,13 +13,18 @@ shuffling, no copies); it is printed as a reference row only.
 Usage: python bench/train_loop.py [--bs 64 512] [--repeats 5] [--n 50000] [--threads N]
 (--threads 1 gives steadier figures on a machine shared with other work.)
 """
-import argparse, statistics, sys, time
+import argparse
+import statistics
+import sys
+import time
 from typing import Callable, Iterable
+
 import torch
-from torch import nn, optim
 import torch.nn.functional as F
 import torch.utils.data as tud
-from exp.nb_03 import Dataset, Sampler, DataLoader, Optimizer, cross_entropy
+from torch import nn, optim
+
+from exp.nb_03 import DataLoader, Dataset, Optimizer, Sampler, cross_entropy
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

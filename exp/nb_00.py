@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/00_exports.ipynb, code cell 4
+# %% nbs/00_exports.ipynb, code cell 4
 import torch
 
 def test(a, b, cmp, cname=None):
@@ -12,7 +12,7 @@ def test(a, b, cmp, cname=None):
     assert cmp(a, b), f"{cname} failed:\n  a = {a!r}\n  b = {b!r}"
 
 
-# nbs/00_exports.ipynb, code cell 5
+# %% nbs/00_exports.ipynb, code cell 5
 def _equal(a, b):
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         a, b = torch.as_tensor(a), torch.as_tensor(b)
@@ -26,7 +26,7 @@ def test_eq(a, b):
     test(a, b, _equal, 'equal')
 
 
-# nbs/00_exports.ipynb, code cell 7
+# %% nbs/00_exports.ipynb, code cell 7
 def test_fail(f, contains=''):
     "Assert that calling `f()` raises an exception whose message contains `contains`."
     try: f()
@@ -36,7 +36,7 @@ def test_fail(f, contains=''):
     raise AssertionError(f"expected {getattr(f, '__name__', f)} to raise, but it returned normally")
 
 
-# nbs/00_exports.ipynb, code cell 9
+# %% nbs/00_exports.ipynb, code cell 9
 def near(a, b):
     "True when `a` and `b` (floats or tensors of the same shape) agree to rtol 1e-3, atol 1e-5."
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
@@ -49,3 +49,10 @@ def test_near(a, b):
 def test_near_zero(a, tol=1e-3):
     "Assert that `a` (a number, or every element of a tensor) is within `tol` of zero."
     assert torch.as_tensor(a).abs().max() < tol, f"near zero failed: {a!r} is not within {tol} of 0"
+
+# pytest would collect these helpers as tests in any test file that star-imports them: they are not tests
+test.__test__ = test_eq.__test__ = test_fail.__test__ = test_near.__test__ = test_near_zero.__test__ = False
+
+
+# %% what `from exp.nb_00 import *` hands over (see notebook2script.py)
+__all__ = sorted({'near', 'test', 'test_eq', 'test_fail', 'test_near', 'test_near_zero', 'torch'})

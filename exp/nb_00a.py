@@ -3,13 +3,13 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/00a_data.ipynb, code cell 1
+# %% nbs/00a_data.ipynb, code cell 1
 from exp.nb_00 import *
 import torch
 from torch import tensor
 
 
-# nbs/00a_data.ipynb, code cell 3
+# %% nbs/00a_data.ipynb, code cell 3
 import gzip as _gzip, hashlib as _hashlib, importlib as _importlib, os as _os, pickle as _pickle
 import sys as _sys, tempfile as _tempfile, urllib.request as _request
 from pathlib import Path as _Path
@@ -20,7 +20,7 @@ class DataError(Exception):
     "A data file is missing, unreadable, unsafe, malformed or not the expected data."
 
 
-# nbs/00a_data.ipynb, code cell 4
+# %% nbs/00a_data.ipynb, code cell 4
 def _repo():
     "Root of the repo (exp/ is installed from it in editable mode)."
     return _Path(_exp.__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def _short(p):
     return p.name
 
 
-# nbs/00a_data.ipynb, code cell 6
+# %% nbs/00a_data.ipynb, code cell 6
 def _progress(done, total, width=30):
     "Redraw a one-line text progress bar on stderr."
     if total: bar = f"[{'#' * (width * done // total):.<{width}}] {done / 2**20:5.1f} of {total / 2**20:.1f} MB"
@@ -59,7 +59,7 @@ def _fetch(url, f, timeout, what):
     if total and done < total: raise DataError(f'truncated download: got {done:,} of {total:,} bytes')
 
 
-# nbs/00a_data.ipynb, code cell 7
+# %% nbs/00a_data.ipynb, code cell 7
 def _download(url, dest, check, timeout=30, what='data'):
     "Download `url` into a temp file beside `dest`, run `check(temp_path)`, then rename it to `dest`."
     made = not dest.parent.exists()  # a folder we create is removed again if the download fails
@@ -78,7 +78,7 @@ def _download(url, dest, check, timeout=30, what='data'):
         if made and not any(dest.parent.iterdir()): dest.parent.rmdir()
 
 
-# nbs/00a_data.ipynb, code cell 10
+# %% nbs/00a_data.ipynb, code cell 10
 MNIST_URLS = [  # tried in this order
     'https://github.com/mnielsen/neural-networks-and-deep-learning/raw/master/data/mnist.pkl.gz',
     'https://github.com/pytorch/tutorials/raw/main/_static/mnist.pkl.gz',
@@ -93,7 +93,7 @@ class MnistError(DataError):
     "An MNIST file is missing, unreadable, unsafe or not the expected data."
 
 
-# nbs/00a_data.ipynb, code cell 11
+# %% nbs/00a_data.ipynb, code cell 11
 _ARRAY_GLOBALS = {'numpy': ('ndarray', 'dtype'),  # numpy 1.x names, then the numpy 2.x ones
                   'numpy.core.multiarray': ('_reconstruct', 'scalar'), 'numpy.core.numeric': ('_frombuffer',),
                   'numpy._core.multiarray': ('_reconstruct', 'scalar'), 'numpy._core.numeric': ('_frombuffer',)}
@@ -109,7 +109,7 @@ class ArrayUnpickler(_pickle.Unpickler):
         return getattr(_importlib.import_module(f"{core}.{module.rsplit('.', 1)[1]}"), name)
 
 
-# nbs/00a_data.ipynb, code cell 13
+# %% nbs/00a_data.ipynb, code cell 13
 def _fingerprint(data):
     "sha256 hex digest of the six arrays' little-endian bytes, in file order."
     h = _hashlib.sha256()
@@ -134,7 +134,7 @@ def _problem(data, kind):
         return 'shapes and ranges are right but the values differ (sha256 fingerprint mismatch)'
 
 
-# nbs/00a_data.ipynb, code cell 14
+# %% nbs/00a_data.ipynb, code cell 14
 def _verify(path, kind):
     "Load `path` with ArrayUnpickler and check it; raise MnistError saying what is wrong."
     try:  # encoding='bytes': Python 2 strings (the raw pixels) come back as bytes, which numpy uses as is
@@ -154,7 +154,7 @@ def load_mnist(path, kind='full'):
     except MnistError as e: raise MnistError(f'{path}: {e}. {_FIX[kind]}') from e
 
 
-# nbs/00a_data.ipynb, code cell 15
+# %% nbs/00a_data.ipynb, code cell 15
 def download_mnist(dest=None, urls=None, timeout=30):
     "Download and verify mnist.pkl.gz from the first mirror in `urls` (default MNIST_URLS) that works."
     dest = _Path(dest) if dest else data_dir()/'mnist.pkl.gz'
@@ -167,7 +167,7 @@ def download_mnist(dest=None, urls=None, timeout=30):
         '(see data/README.md).']))
 
 
-# nbs/00a_data.ipynb, code cell 16
+# %% nbs/00a_data.ipynb, code cell 16
 def _mnist():
     "Full MNIST from data_dir() (downloaded when missing), else the shipped sample; prints which."
     path = data_dir()/'mnist.pkl.gz'
@@ -186,7 +186,7 @@ def _tensors(*arrays):
     return tuple(torch.from_numpy(_np.require(a, requirements='W')) for a in arrays)
 
 
-# nbs/00a_data.ipynb, code cell 17
+# %% nbs/00a_data.ipynb, code cell 17
 def get_data():
     "MNIST as tensors `x_train, y_train, x_valid, y_valid` (float32 pixels in [0,1), int64 labels)."
     (x_train, y_train), (x_valid, y_valid), _ = _mnist()
@@ -201,7 +201,7 @@ def is_full_mnist(x_train):
     return len(x_train) == MNIST_ROWS['full'][0]
 
 
-# nbs/00a_data.ipynb, code cell 21
+# %% nbs/00a_data.ipynb, code cell 21
 _IDX_TYPES = {0x08: 'u1', 0x09: 'i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}  # big-endian
 
 def _parse_idx(b, name):
@@ -220,7 +220,7 @@ def _parse_idx(b, name):
     return _np.frombuffer(b, dt, offset=4 + 4*nd).reshape(shape)
 
 
-# nbs/00a_data.ipynb, code cell 22
+# %% nbs/00a_data.ipynb, code cell 22
 def _idx_bytes(path, name=None):
     "The bytes of the idx file `path`, decompressed when it is gzipped; errors call it `name` (default: `path`)."
     name = name or path
@@ -236,7 +236,7 @@ def read_idx(path):
     return torch.from_numpy(a.astype(a.dtype.newbyteorder('='), copy=True))
 
 
-# nbs/00a_data.ipynb, code cell 24
+# %% nbs/00a_data.ipynb, code cell 24
 FASHION_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                    'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')  # in label order
 FASHION_URLS = [  # tried in this order; a file's URL is one of these followed by its name
@@ -256,7 +256,7 @@ class FashionError(DataError):
     "Fashion-MNIST is missing, or one of its files is unreadable, malformed or not the original."
 
 
-# nbs/00a_data.ipynb, code cell 25
+# %% nbs/00a_data.ipynb, code cell 25
 def _original(path, b, name):
     "Raise DataError unless `b`, the decompressed bytes of `path`, are the original Fashion-MNIST file `name`."
     if _hashlib.sha256(b).hexdigest() != FASHION_SHA256[name]:
@@ -277,7 +277,7 @@ def _fashion_split(folder, split):
     return x, y
 
 
-# nbs/00a_data.ipynb, code cell 26
+# %% nbs/00a_data.ipynb, code cell 26
 def _fashion_tensors(x_train, y_train, x_valid, y_valid):
     "Tensors from uint8 numpy images (n, 28, 28) and labels: pixels as float32 k/255 in rows of 784, labels int64."
     px = lambda x: torch.from_numpy(_np.divide(x.reshape(len(x), 784), 255, dtype=_np.float32))
@@ -294,7 +294,7 @@ def load_fashion(folder):
     return _fashion_tensors(x, y, xv, yv)
 
 
-# nbs/00a_data.ipynb, code cell 27
+# %% nbs/00a_data.ipynb, code cell 27
 def _check_download(name):
     "A `_download` check accepting only the original Fashion-MNIST file `name`."
     def check(path):
@@ -317,7 +317,7 @@ def download_fashion(dest=None, urls=None, timeout=30):
     return dest
 
 
-# nbs/00a_data.ipynb, code cell 28
+# %% nbs/00a_data.ipynb, code cell 28
 FASHION_SAMPLE_SHA256 = '0bf60ec9c80ade717399c4609fff77735220cc98a4c0575734daaa5d0e42926c'  # of its 4 arrays
 _SAMPLE_KEYS = ('x_train', 'y_train', 'x_valid', 'y_valid')
 
@@ -342,7 +342,7 @@ def load_fashion_sample(path=None):
     return _fashion_tensors(*a)
 
 
-# nbs/00a_data.ipynb, code cell 29
+# %% nbs/00a_data.ipynb, code cell 29
 def _where(folder):
     "A folder as printed: relative to the data folder or repo, or in full for a system folder."
     return str(folder) if folder == _DEBIAN_FASHION else _short(folder)
@@ -356,7 +356,7 @@ def _find_fashion():
     except FashionError: return None
 
 
-# nbs/00a_data.ipynb, code cell 30
+# %% nbs/00a_data.ipynb, code cell 30
 def get_fashion():
     "Fashion-MNIST as tensors `x_train, y_train, x_valid, y_valid` (float32 pixels in [0,1], int64 labels)."
     if folder := _find_fashion():
@@ -374,3 +374,12 @@ def get_fashion():
 def is_full_fashion(x_train):
     "True when `x_train` has full Fashion-MNIST's 60,000 training rows, False for the sample."
     return len(x_train) == FASHION_ROWS['full'][0]
+
+
+# %% what `from exp.nb_00a import *` hands over (see notebook2script.py)
+from exp.nb_00 import __all__ as _nb_00_all
+__all__ = sorted({*_nb_00_all, 'ArrayUnpickler', 'DataError', 'FASHION_CLASSES', 'FASHION_ROWS',
+    'FASHION_SAMPLE_SHA256', 'FASHION_SHA256', 'FASHION_URLS', 'FashionError', 'MNIST_ROWS', 'MNIST_SHA256',
+    'MNIST_URLS', 'MnistError', 'data_dir', 'download_fashion', 'download_mnist', 'get_data', 'get_fashion',
+    'get_test_data', 'is_full_fashion', 'is_full_mnist', 'load_fashion', 'load_fashion_sample', 'load_mnist',
+    'read_idx', 'tensor', 'torch'})

@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/01_matmul.ipynb, code cell 1
+# %% nbs/01_matmul.ipynb, code cell 1
 from exp.nb_00a import *
 import math, statistics, time
 import torch
@@ -11,7 +11,7 @@ from torch import tensor
 import matplotlib.pyplot as plt
 
 
-# nbs/01_matmul.ipynb, code cell 5
+# %% nbs/01_matmul.ipynb, code cell 5
 def _check_inner(a, b):
     "Return `(n, k, m)` for 2-d tensors `a` (n,k) and `b` (k,m); raise ValueError showing both shapes otherwise."
     sa, sb = tuple(a.shape), tuple(b.shape)
@@ -22,7 +22,7 @@ def _check_inner(a, b):
     return sa[0], sa[1], sb[1]
 
 
-# nbs/01_matmul.ipynb, code cell 6
+# %% nbs/01_matmul.ipynb, code cell 6
 def matmul_loops(a, b):
     "Matrix product `a @ b` with three nested Python loops, one multiply-add at a time."
     n, inner, m = _check_inner(a, b)
@@ -34,7 +34,7 @@ def matmul_loops(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 9
+# %% nbs/01_matmul.ipynb, code cell 9
 def timeit_us(f, *args, n=5, warmup=1):
     "Median wall-clock time of one call `f(*args)` over `n` runs, in µs, after `warmup` untimed runs."
     for _ in range(warmup): f(*args)
@@ -46,7 +46,7 @@ def timeit_us(f, *args, n=5, warmup=1):
     return statistics.median(ts) * 1e6
 
 
-# nbs/01_matmul.ipynb, code cell 15
+# %% nbs/01_matmul.ipynb, code cell 15
 def matmul_elementwise(a, b):
     "Matrix product `a @ b`: each entry is an elementwise product of a row and a column, summed."
     n, _, m = _check_inner(a, b)
@@ -57,7 +57,7 @@ def matmul_elementwise(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 29
+# %% nbs/01_matmul.ipynb, code cell 29
 def matmul_broadcast(a, b):
     "Matrix product `a @ b`: each row of `a`, as a column, is broadcast against `b` and summed down."
     n, _, m = _check_inner(a, b)
@@ -67,8 +67,14 @@ def matmul_broadcast(a, b):
     return c
 
 
-# nbs/01_matmul.ipynb, code cell 31
+# %% nbs/01_matmul.ipynb, code cell 31
 def matmul_einsum(a, b):
     "Matrix product `a @ b` as the Einstein summation 'ik,kj->ij'."
     _check_inner(a, b)
     return torch.einsum('ik,kj->ij', a, b)
+
+
+# %% what `from exp.nb_01 import *` hands over (see notebook2script.py)
+from exp.nb_00a import __all__ as _nb_00a_all
+__all__ = sorted({*_nb_00a_all, 'math', 'matmul_broadcast', 'matmul_einsum', 'matmul_elementwise',
+    'matmul_loops', 'plt', 'statistics', 'tensor', 'time', 'timeit_us', 'torch'})

@@ -3,17 +3,17 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/02_fully_connected.ipynb, code cell 1
+# %% nbs/02_fully_connected.ipynb, code cell 1
 from exp.nb_01 import *
 
 
-# nbs/02_fully_connected.ipynb, code cell 4
+# %% nbs/02_fully_connected.ipynb, code cell 4
 def normalize(x, m, s):
     "Shift `x` by mean `m` and scale it by standard deviation `s`."
     return (x - m) / s
 
 
-# nbs/02_fully_connected.ipynb, code cell 7
+# %% nbs/02_fully_connected.ipynb, code cell 7
 def lin(x, w, b):
     "Linear (affine) layer: `x @ w + b`."
     return x @ w + b
@@ -23,7 +23,7 @@ def relu(x):
     return x.clamp_min(0.)
 
 
-# nbs/02_fully_connected.ipynb, code cell 25
+# %% nbs/02_fully_connected.ipynb, code cell 25
 def mse(output, targ):
     "Mean squared error between `output` of shape (bs, 1) and `targ` of shape (bs,)."
     if output.shape[-1:] != (1,) or targ.shape != output.shape[:-1]:
@@ -31,7 +31,7 @@ def mse(output, targ):
     return (output.squeeze(-1) - targ).pow(2).mean()
 
 
-# nbs/02_fully_connected.ipynb, code cell 33
+# %% nbs/02_fully_connected.ipynb, code cell 33
 def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     "Assert `g` matches central differences of the scalar `f()` w.r.t. the float64 tensor `x` (nudged in place); return the largest difference."
     if x.dtype != torch.float64: raise TypeError(f"check_grad: finite differences need float64, got {x.dtype}; call .double() first")
@@ -54,7 +54,7 @@ def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
     return worst
 
 
-# nbs/02_fully_connected.ipynb, code cell 36
+# %% nbs/02_fully_connected.ipynb, code cell 36
 class Module():
     "Base class for layers: calling one stores its inputs and output; `backward` hands them to `bwd`."
     def __call__(self, *args):
@@ -75,7 +75,7 @@ class Module():
         self.bwd(self.out, *self.args)
 
 
-# nbs/02_fully_connected.ipynb, code cell 37
+# %% nbs/02_fully_connected.ipynb, code cell 37
 class Relu(Module):
     "ReLU layer; backward: `inp.g = (inp > 0) * out.g`."
     def forward(self, inp): return relu(inp)
@@ -87,7 +87,7 @@ class Mse(Module):
     def bwd(self, out, inp, targ): inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
 
 
-# nbs/02_fully_connected.ipynb, code cell 38
+# %% nbs/02_fully_connected.ipynb, code cell 38
 class Lin(Module):
     "Linear layer `inp @ w + b`; backward sets the gradients of `inp`, `w` and `b`."
     def __init__(self, w, b): self.w, self.b = w, b
@@ -98,7 +98,7 @@ class Lin(Module):
         self.b.g = out.g.sum(0)
 
 
-# nbs/02_fully_connected.ipynb, code cell 39
+# %% nbs/02_fully_connected.ipynb, code cell 39
 class Model():
     "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
     def __init__(self, w1, b1, w2, b2):
@@ -115,7 +115,7 @@ class Model():
         for l in reversed(self.layers): l.backward()
 
 
-# nbs/02_fully_connected.ipynb, code cell 42
+# %% nbs/02_fully_connected.ipynb, code cell 42
 def compare_us(fs, n=5, warmup=1):
     "Median µs of one call of each function in the dict `fs`; the functions take turns, `n` rounds after `warmup` rounds."
     for _ in range(warmup):
@@ -126,7 +126,7 @@ def compare_us(fs, n=5, warmup=1):
     return {k: statistics.median(v) for k, v in ts.items()}
 
 
-# nbs/02_fully_connected.ipynb, code cell 47
+# %% nbs/02_fully_connected.ipynb, code cell 47
 class FastModule(Module):
     "A `Module` whose `backward` can skip the input's gradient, is not recorded by autograd, and lets go of what it stored."
     def bwd(self, out, *args, inp_grad=True):
@@ -141,7 +141,7 @@ class FastModule(Module):
         del self.args, self.out
 
 
-# nbs/02_fully_connected.ipynb, code cell 49
+# %% nbs/02_fully_connected.ipynb, code cell 49
 class FastRelu(FastModule):
     "ReLU layer whose backward masks the output's gradient in place and passes it on as the input's."
     def forward(self, inp): return relu(inp)
@@ -157,7 +157,7 @@ class FastMse(FastModule):
         if inp_grad: inp.g = 2. * (inp.squeeze(-1) - targ).unsqueeze(-1) / targ.shape[0]
 
 
-# nbs/02_fully_connected.ipynb, code cell 54
+# %% nbs/02_fully_connected.ipynb, code cell 54
 class FastLin(FastModule):
     "Linear layer `inp @ w + b` (one `addmm`); backward: swapped weight-gradient product, input gradient only if `inp_grad`."
     def __init__(self, w, b): self.w, self.b = w, b
@@ -168,7 +168,7 @@ class FastLin(FastModule):
         if inp_grad: inp.g = out.g @ self.w.t()
 
 
-# nbs/02_fully_connected.ipynb, code cell 55
+# %% nbs/02_fully_connected.ipynb, code cell 55
 class FastModel(Model):
     "`Model` from the fast layers: `backward(inp_grad=False)` skips the gradient of `x`."
     def __init__(self, w1, b1, w2, b2):
@@ -180,3 +180,9 @@ class FastModel(Model):
         self.loss.backward()
         for l in reversed(self.layers[1:]): l.backward()
         self.layers[0].backward(inp_grad)
+
+
+# %% what `from exp.nb_02 import *` hands over (see notebook2script.py)
+from exp.nb_01 import __all__ as _nb_01_all
+__all__ = sorted({*_nb_01_all, 'FastLin', 'FastModel', 'FastModule', 'FastMse', 'FastRelu', 'Lin', 'Model',
+    'Module', 'Mse', 'Relu', 'check_grad', 'compare_us', 'lin', 'mse', 'normalize', 'relu'})

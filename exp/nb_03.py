@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/03_minibatch_training.ipynb, code cell 1
+# %% nbs/03_minibatch_training.ipynb, code cell 1
 from exp.nb_02 import *
 import torch
 from torch import tensor, nn, optim
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 
 
-# nbs/03_minibatch_training.ipynb, code cell 8
+# %% nbs/03_minibatch_training.ipynb, code cell 8
 def logsumexp(x):
     "log(sum(exp(x))) over the last axis, computed stably by factoring out the row maximum."
     a = x.amax(-1).detach()
@@ -23,7 +23,7 @@ def log_softmax(x):
     return x - logsumexp(x)[..., None]
 
 
-# nbs/03_minibatch_training.ipynb, code cell 12
+# %% nbs/03_minibatch_training.ipynb, code cell 12
 def nll(inp, targ):
     "Mean negative log likelihood of the target classes `targ`, given log-probabilities `inp`."
     return -inp[torch.arange(len(targ)), targ].mean()
@@ -33,13 +33,13 @@ def cross_entropy(inp, targ):
     return nll(log_softmax(inp), targ)
 
 
-# nbs/03_minibatch_training.ipynb, code cell 14
+# %% nbs/03_minibatch_training.ipynb, code cell 14
 def accuracy(out, yb):
     "Fraction of rows of `out` whose highest score is at the target class `yb`."
     return (out.argmax(dim=-1) == yb).float().mean()
 
 
-# nbs/03_minibatch_training.ipynb, code cell 24
+# %% nbs/03_minibatch_training.ipynb, code cell 24
 class Optimizer:
     "Plain SGD: `step` moves each parameter by `-lr` times its gradient, `zero_grad` clears the gradients."
     def __init__(self, params, lr=0.5): self.params, self.lr = list(params), lr
@@ -55,14 +55,14 @@ class Optimizer:
         for p in self.params: p.grad = None
 
 
-# nbs/03_minibatch_training.ipynb, code cell 26
+# %% nbs/03_minibatch_training.ipynb, code cell 26
 def get_model(n_in=784, nh=50, n_out=10, lr=0.5):
     "An `n_in`-`nh`-`n_out` ReLU network (`nn.Sequential`) and an `optim.SGD` optimizer for it."
     model = nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out))
     return model, optim.SGD(model.parameters(), lr=lr)
 
 
-# nbs/03_minibatch_training.ipynb, code cell 28
+# %% nbs/03_minibatch_training.ipynb, code cell 28
 class Dataset:
     "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`, and `i` may be a tensor or list of indices (a batch)."
     def __init__(self, x, y): self.x, self.y = x, y
@@ -70,7 +70,7 @@ class Dataset:
     def __getitem__(self, i): return self.x[i], self.y[i]
 
 
-# nbs/03_minibatch_training.ipynb, code cell 30
+# %% nbs/03_minibatch_training.ipynb, code cell 30
 class Sampler:
     "Batches of `bs` indices into `ds`, in order or shuffled (a new permutation each epoch; reproducible with `seed`)."
     def __init__(self, ds, bs, shuffle=False, seed=None):
@@ -85,7 +85,7 @@ class Sampler:
         return iter(idxs.split(self.bs) if self.n else ())   # split of an empty tensor gives one empty batch
 
 
-# nbs/03_minibatch_training.ipynb, code cell 34
+# %% nbs/03_minibatch_training.ipynb, code cell 34
 def collate(b):
     "Stack a list of `(x, y)` items into one batch `(xb, yb)`."
     xs, ys = zip(*b)
@@ -104,7 +104,7 @@ class DataLoader:
             else: yield self.collate_fn([self.dataset[i] for i in idxs.tolist()])
 
 
-# nbs/03_minibatch_training.ipynb, code cell 46
+# %% nbs/03_minibatch_training.ipynb, code cell 46
 def _train_epoch(model, loss_func, opt, dl):
     "One training epoch; returns the sum of the losses weighted by batch size and the number of samples."
     tot, k = 0., 0
@@ -117,7 +117,7 @@ def _train_epoch(model, loss_func, opt, dl):
     return tot, k
 
 
-# nbs/03_minibatch_training.ipynb, code cell 47
+# %% nbs/03_minibatch_training.ipynb, code cell 47
 def _valid_epoch(model, loss_func, dl):
     "Sums of loss and accuracy weighted by batch size over `dl`, and the number of samples, without gradients."
     tot_loss, tot_acc, k = 0., 0., 0
@@ -130,7 +130,7 @@ def _valid_epoch(model, loss_func, dl):
     return tot_loss, tot_acc, k
 
 
-# nbs/03_minibatch_training.ipynb, code cell 48
+# %% nbs/03_minibatch_training.ipynb, code cell 48
 def _check_not_empty(**dls):
     "Raise a clear error if one of the named loaders has no batches: there would be nothing to average."
     for name, dl in dls.items():
@@ -151,9 +151,16 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
     return res
 
 
-# nbs/03_minibatch_training.ipynb, code cell 51
+# %% nbs/03_minibatch_training.ipynb, code cell 51
 def get_dls(train_ds, valid_ds, bs, **kwargs):
     "PyTorch DataLoaders: training shuffled with batches of `bs`, validation in order with `bs*2`; each batch is fetched with one indexing op."
     def dl(ds, bs, sampler):
         return tud.DataLoader(ds, batch_size=None, sampler=tud.BatchSampler(sampler, bs, drop_last=False), **kwargs)
     return dl(train_ds, bs, tud.RandomSampler(train_ds)), dl(valid_ds, bs * 2, tud.SequentialSampler(valid_ds))
+
+
+# %% what `from exp.nb_03 import *` hands over (see notebook2script.py)
+from exp.nb_02 import __all__ as _nb_02_all
+__all__ = sorted({*_nb_02_all, 'DataLoader', 'Dataset', 'F', 'Optimizer', 'Sampler', 'accuracy', 'collate',
+    'cross_entropy', 'fit', 'get_dls', 'get_model', 'log_softmax', 'logsumexp', 'nll', 'nn', 'optim', 'tensor',
+    'torch'})

@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/04_callbacks.ipynb, code cell 1
+# %% nbs/04_callbacks.ipynb, code cell 1
 from exp.nb_03 import *
 import os, re, sys, time
 import torch
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 
-# nbs/04_callbacks.ipynb, code cell 3
+# %% nbs/04_callbacks.ipynb, code cell 3
 def _dl_dataset(dl):
     "The Dataset behind a DataLoader (ours or PyTorch's), or None."
     return getattr(dl, 'dataset', getattr(dl, 'ds', None))
@@ -32,13 +32,13 @@ class DataBunch:
         return _dl_dataset(self.valid_dl)
 
 
-# nbs/04_callbacks.ipynb, code cell 7
+# %% nbs/04_callbacks.ipynb, code cell 7
 def camel2snake(name):
     "Convert a CamelCase name to snake_case: 'AvgStatsCallback' -> 'avg_stats_callback'."
     return re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
 
 
-# nbs/04_callbacks.ipynb, code cell 9
+# %% nbs/04_callbacks.ipynb, code cell 9
 class Callback:
     "Base class for callbacks: define methods named after events; attributes not found are read from the runner `run`."
     _order, run = 0, None
@@ -55,13 +55,13 @@ class Callback:
         return getattr(self.run, k)
 
 
-# nbs/04_callbacks.ipynb, code cell 11
+# %% nbs/04_callbacks.ipynb, code cell 11
 EVENTS = ('begin_fit', 'begin_epoch', 'begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step',
           'after_batch', 'begin_validate', 'after_validate', 'after_epoch', 'after_fit',
           'after_cancel_batch', 'after_cancel_epoch', 'after_cancel_train')
 
 
-# nbs/04_callbacks.ipynb, code cell 12
+# %% nbs/04_callbacks.ipynb, code cell 12
 class CancelTrainException(Exception):
     "Raise in a callback to end training; `after_cancel_train` then `after_fit` run."
 
@@ -72,7 +72,7 @@ class CancelBatchException(Exception):
     "Raise in a callback to skip the rest of the current batch; `after_batch` still runs."
 
 
-# nbs/04_callbacks.ipynb, code cell 13
+# %% nbs/04_callbacks.ipynb, code cell 13
 class TrainEvalCallback(Callback):
     "Sets train/eval mode and `in_train`; counts training batches `n_iter` and fractional epochs `n_epochs`."
     _order = -10
@@ -94,14 +94,14 @@ class TrainEvalCallback(Callback):
         self.model.eval()
 
 
-# nbs/04_callbacks.ipynb, code cell 14
+# %% nbs/04_callbacks.ipynb, code cell 14
 def _as_list(o):
     "`o` as a list: None -> [], list/tuple -> list, anything else -> [o]."
     if o is None: return []
     return list(o) if isinstance(o, (list, tuple)) else [o]
 
 
-# nbs/04_callbacks.ipynb, code cell 15
+# %% nbs/04_callbacks.ipynb, code cell 15
 class Learner:
     "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
     def __init__(self, model, opt, loss_func, data, cbs=None):
@@ -149,7 +149,7 @@ class Learner:
         self('after_batch')
 
 
-# nbs/04_callbacks.ipynb, code cell 16
+# %% nbs/04_callbacks.ipynb, code cell 16
 def _attach(self, cbs):
     "Attach callbacks (objects, or classes/functions making one); each becomes `learn.<cb.name>`."
     new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
@@ -171,14 +171,14 @@ def _event(self, event):
 Learner.add_cbs, Learner.remove_cbs, Learner.__call__ = _attach, _detach, _event
 
 
-# nbs/04_callbacks.ipynb, code cell 17
+# %% nbs/04_callbacks.ipynb, code cell 17
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# nbs/04_callbacks.ipynb, code cell 24
+# %% nbs/04_callbacks.ipynb, code cell 24
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -206,7 +206,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# nbs/04_callbacks.ipynb, code cell 26
+# %% nbs/04_callbacks.ipynb, code cell 26
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -216,7 +216,7 @@ def _table_line(vals, widths):
     return '  '.join(_fmt(v).rjust(w) for v, w in zip(vals, widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 27
+# %% nbs/04_callbacks.ipynb, code cell 27
 class AvgStatsCallback(Callback):
     "Training and validation AvgStats; after each epoch adds a row to `history` and prints it (if `show`)."
     def __init__(self, metrics=(), show=True, train_metrics=True):
@@ -244,7 +244,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# nbs/04_callbacks.ipynb, code cell 28
+# %% nbs/04_callbacks.ipynb, code cell 28
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -255,7 +255,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# nbs/04_callbacks.ipynb, code cell 30
+# %% nbs/04_callbacks.ipynb, code cell 30
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10
@@ -288,7 +288,7 @@ class ProgressCallback(Callback):
         if self.mbar is not None: self.mbar.close(); self.mbar = None
 
 
-# nbs/04_callbacks.ipynb, code cell 35
+# %% nbs/04_callbacks.ipynb, code cell 35
 def _check_events(cb):
     "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
     for k in dir(type(cb)):
@@ -298,7 +298,7 @@ def _check_events(cb):
 _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
 
 
-# nbs/04_callbacks.ipynb, code cell 36
+# %% nbs/04_callbacks.ipynb, code cell 36
 def _check_name(learn, cb, others=()):
     "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
     n = cb.name
@@ -310,7 +310,7 @@ def _check_name(learn, cb, others=()):
         raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
-# nbs/04_callbacks.ipynb, code cell 38
+# %% nbs/04_callbacks.ipynb, code cell 38
 def _add_cbs(self, cbs):
     "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
     new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
@@ -326,7 +326,7 @@ def _remove_cbs(self, cbs):
 Learner.add_cbs, Learner.remove_cbs = _add_cbs, _remove_cbs
 
 
-# nbs/04_callbacks.ipynb, code cell 41
+# %% nbs/04_callbacks.ipynb, code cell 41
 _BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
 CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
     CancelBatchException: _BATCH_STEPS,
@@ -335,7 +335,7 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# nbs/04_callbacks.ipynb, code cell 43
+# %% nbs/04_callbacks.ipynb, code cell 43
 def _build_handlers(self):
     "Look up each callback's method for each event, once; lowest `_order` first."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)
@@ -356,3 +356,11 @@ def _run_event(self, event):
                            f"(it may be raised in: {', '.join(allowed)})") from exc
 
 Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
+
+
+# %% what `from exp.nb_04 import *` hands over (see notebook2script.py)
+from exp.nb_03 import __all__ as _nb_03_all
+__all__ = sorted({*_nb_03_all, 'AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback',
+    'CancelBatchException', 'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'F',
+    'Learner', 'ProgressCallback', 'TrainEvalCallback', 'camel2snake', 'get_learner', 'nn', 'progress_enabled',
+    'time', 'torch'})

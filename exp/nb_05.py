@@ -3,13 +3,13 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/05_anneal.ipynb, code cell 1
+# %% nbs/05_anneal.ipynb, code cell 1
 from exp.nb_04 import *
 import bisect, copy, math
 import matplotlib.pyplot as plt
 
 
-# nbs/05_anneal.ipynb, code cell 3
+# %% nbs/05_anneal.ipynb, code cell 3
 class Recorder(Callback):
     "For every training batch, records the loss and each parameter group's `hypers` (default: lr); plots them."
     def __init__(self, hypers=('lr',)): self.hypers = tuple(hypers)
@@ -50,7 +50,7 @@ class Recorder(Callback):
         return ax
 
 
-# nbs/05_anneal.ipynb, code cell 4
+# %% nbs/05_anneal.ipynb, code cell 4
 class ParamScheduler(Callback):
     "Before each training batch sets optimizer hyper-parameter `pname` to `sched(pos)`, pos = fraction of training done."
     _order = 1
@@ -77,7 +77,7 @@ class ParamScheduler(Callback):
             for pg, f in self._pairs: pg[p] = f(pos)
 
 
-# nbs/05_anneal.ipynb, code cell 5
+# %% nbs/05_anneal.ipynb, code cell 5
 def sched_lin(start, end):
     "Linear schedule: a function of pos in [0,1] going in a straight line from `start` to `end`."
     def _lin(pos): return start + pos * (end - start)
@@ -100,7 +100,7 @@ def sched_exp(start, end):
     return _exp
 
 
-# nbs/05_anneal.ipynb, code cell 8
+# %% nbs/05_anneal.ipynb, code cell 8
 def combine_scheds(pcts, scheds):
     "Join schedules into one: phase i runs `scheds[i]` from its pos 0 to 1 during fraction `pcts[i]` of training."
     pcts, scheds = [float(p) for p in pcts], list(scheds)
@@ -120,7 +120,7 @@ def combine_scheds(pcts, scheds):
     return _combined
 
 
-# nbs/05_anneal.ipynb, code cell 10
+# %% nbs/05_anneal.ipynb, code cell 10
 def sched_one_cycle(start, high, end, pct_start=0.3):
     "One-cycle schedule: cosine from `start` up to `high` during the first `pct_start` of training, then cosine to `end`."
     if not 0 < pct_start < 1: raise ValueError(f"pct_start must be between 0 and 1, got {pct_start}")
@@ -133,7 +133,7 @@ def one_cycle_cbs(lr_max, pct_start=0.3, div=25., div_final=1e4, moms=None):
     return cbs
 
 
-# nbs/05_anneal.ipynb, code cell 13
+# %% nbs/05_anneal.ipynb, code cell 13
 class LR_Find(Callback):
     "LR range test: lr grows exponentially from `min_lr` to `max_lr` over `max_iter` batches; stops when the loss explodes."
     _order = 1
@@ -168,7 +168,7 @@ class LR_Find(Callback):
     def begin_validate(self): raise CancelEpochException()
 
 
-# nbs/05_anneal.ipynb, code cell 14
+# %% nbs/05_anneal.ipynb, code cell 14
 def _lr_find_suggestion(self):
     "The suggested learning rate: where the smoothed loss was lowest, divided by 10."
     if not self.smooth_losses:
@@ -189,7 +189,7 @@ def _lr_find_plot(self, ax=None):
 LR_Find.suggestion, LR_Find.plot = property(_lr_find_suggestion), _lr_find_plot
 
 
-# nbs/05_anneal.ipynb, code cell 16
+# %% nbs/05_anneal.ipynb, code cell 16
 def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
     "LR range test on `learn`; then restores its model, optimizer, callbacks and the global RNG. Returns the LR_Find."
     model_state, opt_state = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
@@ -206,3 +206,9 @@ def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
         learn.add_cbs(others)
         learn.cbs[:] = cbs                    # the original order
     return finder
+
+
+# %% what `from exp.nb_05 import *` hands over (see notebook2script.py)
+from exp.nb_04 import __all__ as _nb_04_all
+__all__ = sorted({*_nb_04_all, 'LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'math',
+    'one_cycle_cbs', 'plt', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle'})

@@ -3,20 +3,20 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 1
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 1
 from exp.nb_05 import *
 import functools
 from torch import nn, optim
 import torch.nn.functional as F
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 5
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 5
 def conv_out_size(n, ks, stride=1, padding=0):
     "Output length of a convolution along one axis: `(n + 2*padding - ks) // stride + 1`."
     return (n + 2 * padding - ks) // stride + 1
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 7
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 7
 def _pad(x, p):
     "`x` (N,C,H,W) with a border of `p` zeros around every image."
     if p == 0: return x
@@ -35,7 +35,7 @@ def im2col(x, kh, kw, stride=1, padding=0):
     return torch.stack(cols, dim=1).reshape(c * kh * kw, n * oh * ow), oh, ow
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 9
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 9
 def _check_conv_args(x, weight, bias, stride, padding):
     "Raise a ValueError showing the shapes when conv2d can't work on these arguments."
     if x.dim() != 4: raise ValueError(f"conv2d: x must be (N, C, H, W), got shape {tuple(x.shape)}")
@@ -60,7 +60,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     return out.reshape(nf, len(x), oh, ow).transpose(0, 1).contiguous()
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 15
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 15
 class Lambda(nn.Module):
     "A layer that applies the function `func` to its input (handy in nn.Sequential)."
     def __init__(self, func):
@@ -79,7 +79,7 @@ def mnist_resize(x):
     return x.view(-1, 1, 28, 28)
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 17
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 17
 class BatchTransformXCallback(Callback):
     "Replaces each batch's inputs `xb` with `tfm(xb)` before the model sees them."
     _order = 2
@@ -103,7 +103,7 @@ class DeviceCallback(Callback):
         run.xb, run.yb = run.xb.to(self.device), run.yb.to(self.device)
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 19
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 19
 class GeneralRelu(nn.Module):
     "ReLU, optionally leaky (slope `leak` below 0), shifted down by `sub` and clamped at `maxv`; plain ReLU by default."
     def __init__(self, leak=None, sub=None, maxv=None):
@@ -119,7 +119,7 @@ class GeneralRelu(nn.Module):
     def extra_repr(self): return f'leak={self.leak}, sub={self.sub}, maxv={self.maxv}'
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 21
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 21
 def conv_layer(ni, nf, ks=3, stride=2, **kwargs):
     "nn.Conv2d(ni, nf, ks, stride, padding ks//2) followed by GeneralRelu(**kwargs)."
     return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride), GeneralRelu(**kwargs))
@@ -135,7 +135,7 @@ def get_cnn_model(data, nfs, layer=conv_layer, **kwargs):
     return nn.Sequential(*get_cnn_layers(data, nfs, layer, **kwargs))
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 23
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 23
 class Hook:
     "Calls `f(hook, module, input, output)` after each forward pass of module `m`, until `remove()` or the end of a `with` block."
     handle = None
@@ -166,7 +166,7 @@ class Hooks:
     def __repr__(self): return f'Hooks({len(self)} modules)'
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 25
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 25
 def append_stats(hook, mod, inp, outp, bins=40, hist_range=(-7., 7.), hist_items=8):
     "Hook function: on training batches, append the output's mean, std and histogram (of the first `hist_items` items) to `hook.stats`."
     if not hasattr(hook, 'stats'): hook.stats, hook.hist_range = ([], [], []), (bins, *hist_range)
@@ -195,7 +195,7 @@ def get_near_zero(h):
     return hist[k - 1:k + 1].sum(0) / hist.sum(0).clamp_min(1)
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 27
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 27
 def _has_params(m):
     "True when module `m` has parameters."
     return next(m.parameters(), None) is not None
@@ -240,7 +240,7 @@ class ActivationStats(Callback):
         return ax
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 37
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 37
 def init_cnn(m, uniform=False, a=0.):
     "Kaiming init (normal, or uniform) of every nn.Conv2d in `m` for activations of negative slope `a`; conv biases to 0."
     f = nn.init.kaiming_uniform_ if uniform else nn.init.kaiming_normal_
@@ -251,9 +251,17 @@ def init_cnn(m, uniform=False, a=0.):
     return m
 
 
-# nbs/06_cnn_hooks_init.ipynb, code cell 42
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 42
 def get_cnn_learner(data, nfs, lr, layer=conv_layer, cbs=None, opt_func=optim.SGD, uniform=False,
                     loss_func=F.cross_entropy, **kwargs):
     "A Learner for `get_cnn_model(data, nfs, layer, **kwargs)`, initialised with `init_cnn`, optimizer `opt_func(params, lr=lr)`."
     model = init_cnn(get_cnn_model(data, nfs, layer, **kwargs), uniform=uniform, a=kwargs.get('leak') or 0.)
     return Learner(model, opt_func(model.parameters(), lr=lr), loss_func, data, cbs=cbs)
+
+
+# %% what `from exp.nb_06 import *` hands over (see notebook2script.py)
+from exp.nb_05 import __all__ as _nb_05_all
+__all__ = sorted({*_nb_05_all, 'ActivationStats', 'BatchTransformXCallback', 'DeviceCallback', 'F',
+    'GeneralRelu', 'Hook', 'Hooks', 'Lambda', 'append_stats', 'conv2d', 'conv_layer', 'conv_out_size',
+    'default_device', 'flatten', 'get_cnn_layers', 'get_cnn_learner', 'get_cnn_model', 'get_hist',
+    'get_near_zero', 'im2col', 'init_cnn', 'mnist_resize', 'nn', 'optim'})

@@ -1,31 +1,41 @@
 """Tests for exp.nb_05: schedules, combine_scheds, ParamScheduler, Recorder and the LR finder (tiny synthetic data)."""
 import copy
 import math
+from functools import partial
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_05 import (AvgStatsCallback, Callback, CancelTrainException, DataBunch, DataLoader, Dataset, Learner,
-                       LR_Find, ParamScheduler, Recorder, Sampler, TrainEvalCallback, combine_scheds, find_lr, get_dls,
-                       get_learner, one_cycle_cbs, sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle)
+from exp.nb_05 import (
+    AvgStatsCallback,
+    Callback,
+    CancelTrainException,
+    DataBunch,
+    Dataset,
+    LR_Find,
+    ParamScheduler,
+    Recorder,
+    TrainEvalCallback,
+    combine_scheds,
+    find_lr,
+    get_dls,
+    get_learner,
+    one_cycle_cbs,
+    sched_cos,
+    sched_exp,
+    sched_lin,
+    sched_no,
+    sched_one_cycle,
+)
 
+import conftest
 
-def make_learner(cbs=None, lr=0.1, n_train=32, n_valid=16, bs=8, groups=False, momentum=0.):
-    "A linear 2-class model on separable synthetic data; 4 training batches, 2 validation batches by default."
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n_train + n_valid, 5, generator=g)
-    y = (x[:, 0] - x[:, 2] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    data = DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
-    torch.manual_seed(0)
-    model = nn.Linear(5, 2)
-    params = [{'params': [model.weight]}, {'params': [model.bias]}] if groups else model.parameters()
-    return Learner(model, torch.optim.SGD(params, lr=lr, momentum=momentum), F.cross_entropy, data, cbs=cbs)
+make_learner = partial(conftest.make_learner, n_train=32, n_valid=16)  # 4 training and 2 validation batches
 
 
 # ------------------------------------------------------------------ schedules
@@ -36,13 +46,12 @@ def test_schedules_end_points(maker):
     assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(8.)
 
 
-def test_schedule_midpoints():
-    assert sched_lin(1, 3)(0.5) == pytest.approx(2)
-    assert sched_lin(3, 1)(0.25) == pytest.approx(2.5)
-    assert sched_cos(1, 3)(0.5) == pytest.approx(2)
-    assert sched_cos(0, 1)(0.25) == pytest.approx((1 - math.cos(math.pi / 4)) / 2)
-    assert sched_exp(1, 100)(0.5) == pytest.approx(10)
-    assert [sched_no(4, 9)(p) for p in (0, 0.3, 1)] == [4, 4, 4]
+@pytest.mark.parametrize('f, pos, expected', [
+    (sched_lin(1, 3), 0.5, 2), (sched_lin(3, 1), 0.25, 2.5), (sched_cos(1, 3), 0.5, 2),
+    (sched_cos(0, 1), 0.25, (1 - math.cos(math.pi / 4)) / 2), (sched_exp(1, 100), 0.5, 10),
+    (sched_no(4, 9), 0, 4), (sched_no(4, 9), 0.3, 4), (sched_no(4, 9), 1, 4)])
+def test_schedule_midpoints(f, pos, expected):
+    assert f(pos) == pytest.approx(expected)
 
 
 def test_sched_cos_is_flat_at_the_ends():
@@ -137,7 +146,8 @@ def test_param_scheduler_names_and_errors():
     cbs = one_cycle_cbs(0.5, moms=(0.95, 0.85, 0.95))
     assert [cb.name for cb in cbs] == ['lr_sched', 'momentum_sched']
     learn = make_learner()
-    with pytest.raises(ValueError, match="no hyper-parameter 'mom'"): learn.fit(1, cbs=ParamScheduler('mom', sched_no(1, 1)))
+    with pytest.raises(ValueError, match="no hyper-parameter 'mom'"):
+        learn.fit(1, cbs=ParamScheduler('mom', sched_no(1, 1)))
     with pytest.raises(ValueError, match='2 schedules for 1 parameter groups'):
         learn.fit(1, cbs=ParamScheduler('lr', [sched_no(1, 1)] * 2))
 
@@ -231,7 +241,7 @@ def same(a, b):
 
 def test_find_lr_restores_learner_and_suggests(capsys):
     learn = make_learner(cbs=[Recorder(), AvgStatsCallback(show=True)], lr=0.123, momentum=0.5)
-    learn.fit(2)                                  # so the optimizer has state (momentum buffers) and the callbacks records
+    learn.fit(2)  # so the optimizer has state (momentum buffers) and the callbacks records
     capsys.readouterr()
     model0, opt0 = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
     assert len(opt0['state']) == 2 and all('momentum_buffer' in st for st in opt0['state'].values())
@@ -240,7 +250,8 @@ def test_find_lr_restores_learner_and_suggests(capsys):
     finder = find_lr(learn, max_iter=30, min_lr=1e-3, max_lr=1e4)
     assert len(finder.losses) > 5 and learn.n_iter == len(finder.losses) - finder.diverged   # the sweep trained
     assert same(learn.model.state_dict(), model0) and same(learn.opt.state_dict(), opt0)
-    assert learn.cbs == cbs0 and learn.recorder is cbs0[1] and learn.avg_stats is cbs0[2] and not hasattr(learn, 'lr_find')
+    assert learn.cbs == cbs0 and learn.recorder is cbs0[1] and learn.avg_stats is cbs0[2]
+    assert not hasattr(learn, 'lr_find')
     assert learn.recorder.losses == losses0 and same(learn.recorder.vals, rec0) and learn.avg_stats.history == hist0
     assert capsys.readouterr().out == ''          # the stats table printed nothing during the sweep
     assert torch.equal(torch.get_rng_state(), rng0)

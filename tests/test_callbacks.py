@@ -5,30 +5,32 @@ import math
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
 
-from exp.nb_04 import (CANCEL_EVENTS, EVENTS, AvgStats, AvgStatsCallback, Callback, CancelBatchException, CancelEpochException,
-                       CancelTrainException, DataBunch, DataLoader, Dataset, Learner, ProgressCallback, Sampler,
-                       TrainEvalCallback, accuracy, camel2snake, get_dls, get_learner, progress_enabled)
+from exp.nb_04 import (
+    CANCEL_EVENTS,
+    EVENTS,
+    AvgStats,
+    AvgStatsCallback,
+    Callback,
+    CancelBatchException,
+    CancelEpochException,
+    CancelTrainException,
+    DataBunch,
+    Dataset,
+    ProgressCallback,
+    TrainEvalCallback,
+    accuracy,
+    camel2snake,
+    get_dls,
+    get_learner,
+    progress_enabled,
+)
+
+from conftest import make_learner
 
 TRAIN_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step', 'after_batch']
 VALID_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_batch']
-
-
-def make_data(n_train=24, n_valid=10, bs=8, seed=0):
-    "Linearly separable 2-class data in 5 dimensions, in loaders with batches of `bs` (validation: `bs` too)."
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_train + n_valid, 5, generator=g)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    return DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
-
-
-def make_learner(cbs=None, lr=0.1, **kwargs):
-    torch.manual_seed(0)
-    model = nn.Linear(5, 2)
-    return Learner(model, torch.optim.SGD(model.parameters(), lr=lr), F.cross_entropy, make_data(**kwargs), cbs=cbs)
 
 
 class Log(Callback):
@@ -331,7 +333,8 @@ def raiser_and_trigger(exc, event):
 def test_cancel_events_table():
     assert set(CANCEL_EVENTS) == set(CANCEL_KIND)
     for evs in CANCEL_EVENTS.values(): assert set(evs) <= set(EVENTS)
-    assert set(CANCEL_EVENTS[CancelBatchException]) < set(CANCEL_EVENTS[CancelEpochException]) < set(CANCEL_EVENTS[CancelTrainException])
+    scopes = [set(CANCEL_EVENTS[e]) for e in (CancelBatchException, CancelEpochException, CancelTrainException)]
+    assert scopes[0] < scopes[1] < scopes[2]
 
 
 IN_SCOPE = [(exc, e) for exc, evs in CANCEL_EVENTS.items() for e in evs]
@@ -353,7 +356,8 @@ def test_cancel_outside_its_loop_is_an_error(exc, event):
     log = Log()
     learn = make_learner()
     cbs = raiser_and_trigger(exc, event)
-    with pytest.raises(RuntimeError, match=rf'{exc.__name__}\(\) raised in {event}, outside the loop it cancels') as info:
+    msg = rf'{exc.__name__}\(\) raised in {event}, outside the loop it cancels'
+    with pytest.raises(RuntimeError, match=msg) as info:
         learn.fit(2, cbs=cbs + [log])
     assert cbs[0].done and isinstance(info.value.__cause__, exc)
     assert f'after_cancel_{CANCEL_KIND[exc]}' not in names(log)      # no loop took it for its own
@@ -393,7 +397,8 @@ def test_avg_stats_weighted_by_batch_size():
         _order = 50
         def __init__(self): self.rows = []
         def after_loss(self):
-            if self.run.in_train: self.rows.append((self.loss.item(), accuracy(self.pred, self.yb).item(), len(self.yb)))
+            if self.run.in_train:
+                self.rows.append((self.loss.item(), accuracy(self.pred, self.yb).item(), len(self.yb)))
     b = Batches()
     learn = make_learner(cbs=[AvgStatsCallback([accuracy], show=False), b], n_train=20)   # batches of 8, 8, 4
     learn.fit(1)

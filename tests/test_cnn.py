@@ -2,17 +2,44 @@
 import math
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 import pytest
 import torch
-from torch import nn, optim
 import torch.nn.functional as F
+from torch import nn, optim
 
-from exp.nb_06 import (ActivationStats, AvgStatsCallback, BatchTransformXCallback, Callback, DataBunch, DataLoader,
-                       Dataset, DeviceCallback, GeneralRelu, Hook, Hooks, Lambda, Learner, Sampler, append_stats,
-                       conv2d, conv_layer, conv_out_size, default_device, flatten, get_cnn_layers, get_cnn_learner,
-                       get_cnn_model, get_hist, get_near_zero, im2col, init_cnn, mnist_resize)
+from exp.nb_06 import (
+    ActivationStats,
+    AvgStatsCallback,
+    BatchTransformXCallback,
+    Callback,
+    DataBunch,
+    DataLoader,
+    Dataset,
+    DeviceCallback,
+    GeneralRelu,
+    Hook,
+    Hooks,
+    Lambda,
+    Learner,
+    Sampler,
+    append_stats,
+    conv2d,
+    conv_layer,
+    conv_out_size,
+    default_device,
+    flatten,
+    get_cnn_layers,
+    get_cnn_learner,
+    get_cnn_model,
+    get_hist,
+    get_near_zero,
+    im2col,
+    init_cnn,
+    mnist_resize,
+)
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 

@@ -1,7 +1,17 @@
 """MNIST loading from exp.nb_00a (issue 4, moved out of 01_matmul by issue 11): the full file, the shipped
 sample, downloads from a local HTTP server (never the real internet), offline fallback, damaged caches and
 malicious pickles. Every test points FOUNDATIONS_DATA at its own tmp_path, so the repo's data/ is never written."""
-import gzip, hashlib, http.server, io, os, pickle, shlex, socket, threading, time, types
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import pickle
+import shlex
+import socket
+import threading
+import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +19,7 @@ import pytest
 import torch
 
 import exp.nb_00a as nb
-from exp.nb_00a import (ArrayUnpickler, MnistError, download_mnist, get_data, get_test_data,
-                        is_full_mnist, load_mnist)
+from exp.nb_00a import ArrayUnpickler, MnistError, download_mnist, get_data, get_test_data, is_full_mnist, load_mnist
 
 REPO = Path(nb.__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'mnist_sample.pkl.gz'
@@ -93,7 +102,7 @@ class _Server:
         self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
         self.srv.routes, self.srv.hits = {}, []
         self.hits = self.srv.hits
-        threading.Thread(target=self.srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(target=self.srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
 
     def url(self, path, body=None, sent=None, delay=0.0):
         "URL for `path`; with a `body`, serve it (only its first `sent` bytes, after `delay` seconds)."
@@ -143,7 +152,8 @@ def test_full_file(data, capsys):
     assert abs(x_train.mean().item() - 0.1304) < 5e-5 and abs(x_train.std().item() - 0.3073) < 5e-5
     assert y_train[:3].tolist() == [5, 0, 4] and y_valid[:3].tolist() == [3, 8, 6] and y_test[:3].tolist() == [7, 2, 1]
     assert x_train[0].view(28, 28)[20, 15].item() == 253 / 256
-    assert torch.cat([y_train, y_valid]).bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert torch.cat([y_train, y_valid]).bincount().tolist() == counts
 
 
 @needs_full
@@ -296,7 +306,8 @@ def test_malicious_cache_is_refused(data, tmp_path, evil):
 
 def test_malicious_download_is_refused(data, tmp_path, server):
     marker = tmp_path / 'pwned'
-    with pytest.raises(MnistError, match='refused'): download_mnist(urls=[server.url('/m.pkl.gz', _gz_pickle(_Evil(marker)))])
+    with pytest.raises(MnistError, match='refused'):
+        download_mnist(urls=[server.url('/m.pkl.gz', _gz_pickle(_Evil(marker)))])
     assert not marker.exists() and _files(data) == []
 
 

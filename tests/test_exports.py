@@ -1,14 +1,18 @@
 """Repo-wide checks on the generated exp/ modules and the committed notebooks."""
 import ast
+import builtins
 import importlib
 import os
 import re
 import subprocess
+import symtable
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+
+from notebook2script import LESSON_LIBRARIES, sync_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted((ROOT / 'exp').glob('nb_*.py'))
@@ -30,9 +34,8 @@ def _defined_names(path: Path) -> dict[str, int]:
 
 
 def test_exp_in_sync_with_notebooks():
-    r = subprocess.run([sys.executable, str(ROOT / 'notebook2script.py'), '--check'],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, f"exp/ is out of sync; run `python notebook2script.py`:\n{r.stdout}{r.stderr}"
+    problems = sync_problems()
+    assert not problems, 'exp/ is out of sync; run `python notebook2script.py`:\n' + '\n'.join(problems)
 
 
 def test_there_are_modules_and_notebooks():
@@ -50,19 +53,19 @@ def test_no_name_defined_in_two_modules():
     for path in MODULES:
         for name, line in _defined_names(path).items():
             if name.startswith('__'): continue
-            if name in seen: clashes.append(f"{name}: {seen[name]} and {path.name}:{line}")
-            else: seen[name] = f"{path.name}:{line}"
-    assert not clashes, "names defined in more than one module:\n" + '\n'.join(clashes)
+            if name in seen: clashes.append(f'{name}: {seen[name]} and {path.name}:{line}')
+            else: seen[name] = f'{path.name}:{line}'
+    assert not clashes, 'names defined in more than one module:\n' + '\n'.join(clashes)
 
 
 @pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
 def test_public_functions_and_classes_have_docstrings(path):
     tree = ast.parse(path.read_text(encoding='utf-8'))
-    missing = [f"{path.name}:{n.lineno} {n.name}" for n in tree.body
+    missing = [f'{path.name}:{n.lineno} {n.name}' for n in tree.body
                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
                and not n.name.startswith('_')
                and not (ast.get_docstring(n) or '').strip()]
-    assert not missing, "exported without a docstring:\n" + '\n'.join(missing)
+    assert not missing, 'exported without a docstring:\n' + '\n'.join(missing)
 
 
 @pytest.mark.parametrize('path', MODULES[1:], ids=lambda p: p.stem)
@@ -70,7 +73,7 @@ def test_modules_chain_to_an_earlier_one(path):
     src = path.read_text(encoding='utf-8')
     earlier = [m.stem for m in MODULES if m.stem < path.stem]
     found = re.findall(r'^from exp\.(nb_\w+) import \*', src, flags=re.M)
-    assert found and found[0] in earlier, f"{path.name} should start from an earlier module, found {found}"
+    assert found and found[0] in earlier, f'{path.name} should start from an earlier module, found {found}'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
@@ -79,16 +82,16 @@ def test_notebook_is_valid_and_executed(path):
     assert nb.nbformat == 4
     nbformat.validate(nb)
     counts = [c.execution_count for c in nb.cells if c.cell_type == 'code']
-    assert all(c is not None for c in counts), f"{path.name}: committed without running every code cell"
-    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: not run top to bottom in one fresh kernel"
-    assert set(nb.metadata) <= {'kernelspec', 'language_info'}, f"{path.name}: extra metadata {set(nb.metadata)}"
+    assert all(c is not None for c in counts), f'{path.name}: committed without running every code cell'
+    assert counts == list(range(1, len(counts) + 1)), f'{path.name}: not run top to bottom in one fresh kernel'
+    assert set(nb.metadata) <= {'kernelspec', 'language_info'}, f'{path.name}: extra metadata {set(nb.metadata)}'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_has_no_machine_paths(path):
     text = path.read_text(encoding='utf-8')
     bad = sorted(set(re.findall(r'(?:/work/|/root/|/home/|/tmp/|[A-Z]:\\\\Users)[^\s"\']*', text)))
-    assert not bad, f"{path.name} contains machine-specific paths: {bad[:5]}"
+    assert not bad, f'{path.name} contains machine-specific paths: {bad[:5]}'
 
 
 def test_modules_import_from_any_folder(tmp_path):
@@ -99,3 +102,37 @@ def test_modules_import_from_any_folder(tmp_path):
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == 'exp.nb_00'
+
+
+def test_star_import_hands_over_lesson_names_and_libraries_only():
+    "`from exp.<last> import *` gives every public name the modules define, the lessons' libraries, nothing else."
+    names = {}
+    exec(f'from exp.{MODULES[-1].stem} import *', names)
+    defined = {n for path in MODULES for n in _defined_names(path) if not n.startswith('_')}
+    assert set(names) - {'__builtins__'} - defined - set(LESSON_LIBRARIES) == set(), 'stray names'
+    assert defined - set(names) == set(), 'public names that are not handed over'
+    assert {'torch', 'tensor', 'nn', 'F', 'plt', 'math'} <= set(names)
+    assert not {'gzip', 'pickle', 'tempfile', 're', 'os', 'sys', 'Path', 'exp', 'copy', 'bisect'} & set(names)
+
+
+def _global_uses(table: symtable.SymbolTable) -> set:
+    "Global names read anywhere in a module (at the top level or inside its functions and classes)."
+    found = {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+    return found.union(*(_global_uses(t) for t in table.get_children()))
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
+def test_every_global_a_module_reads_exists(path):
+    "A name a module takes from an earlier module's star import must be one that import hands over."
+    module = importlib.import_module(f'exp.{path.stem}')
+    uses = _global_uses(symtable.symtable(path.read_text(encoding='utf-8'), path.name, 'exec'))
+    assert sorted(n for n in uses if not hasattr(module, n) and not hasattr(builtins, n)) == []
+
+
+def test_downstream_test_file_collects_only_its_own_tests(tmp_path):
+    "The test helpers a star import hands over (`test_eq`, ...) are not collected by pytest as tests."
+    (tmp_path / 'test_mine.py').write_text(f'from exp.{MODULES[-1].stem} import *\n\n'
+                                           'def test_mine():\n    test_eq(1 + 1, 2)\n')
+    r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'test_mine.py'], cwd=tmp_path,
+                       capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)}, timeout=120)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith('1 passed'), r.stdout + r.stderr

@@ -3,7 +3,17 @@ order (data folder, Debian's location, download, shipped sample), downloads from
 127.0.0.1 (never the real internet) and the sample's fingerprint. Every test points FOUNDATIONS_DATA at its
 own tmp_path and Debian's location at a folder of its own, so neither the repo's data/ nor /usr/share is
 read or written, except where a test reads the verified full copy in ../shared/data/fashion-mnist."""
-import gzip, hashlib, http.server, io, os, shlex, socket, subprocess, sys, threading, types
+import gzip
+import hashlib
+import http.server
+import io
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +21,18 @@ import pytest
 import torch
 
 import exp.nb_00a as nb
-from exp.nb_00a import (FASHION_CLASSES, FASHION_SHA256, DataError, FashionError, download_fashion,
-                        get_fashion, is_full_fashion, load_fashion, load_fashion_sample, read_idx)
+from exp.nb_00a import (
+    FASHION_CLASSES,
+    FASHION_SHA256,
+    DataError,
+    FashionError,
+    download_fashion,
+    get_fashion,
+    is_full_fashion,
+    load_fashion,
+    load_fashion_sample,
+    read_idx,
+)
 
 REPO = Path(nb.__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared' / 'data' / 'fashion-mnist'

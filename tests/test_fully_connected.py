@@ -3,8 +3,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exp.nb_02 import (FastLin, FastModel, FastModule, FastMse, FastRelu, Lin, Mse, Model, Module, Relu, check_grad,
-                       compare_us, lin, mse, normalize, relu)
+from exp.nb_02 import (
+    FastLin,
+    FastModel,
+    FastModule,
+    FastMse,
+    FastRelu,
+    Lin,
+    Model,
+    Module,
+    Mse,
+    Relu,
+    check_grad,
+    compare_us,
+    lin,
+    mse,
+    normalize,
+    relu,
+)
 
 DD = dict(dtype=torch.float64)
 

@@ -4,8 +4,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
-from exp.nb_03 import (Dataset, DataLoader, Optimizer, Sampler, accuracy, collate, cross_entropy, fit, get_dls,
-                       get_model, log_softmax, logsumexp, nll)
+from exp.nb_03 import (
+    DataLoader,
+    Dataset,
+    Optimizer,
+    Sampler,
+    accuracy,
+    collate,
+    cross_entropy,
+    fit,
+    get_dls,
+    get_model,
+    log_softmax,
+    logsumexp,
+    nll,
+)
 
 
 def logits(bs, scale, seed=0):
@@ -263,7 +276,8 @@ def test_fit_is_reproducible_and_weights_the_last_batch(capsys):
     torch.manual_seed(0)
     model, opt = get_model(20, 32, 3, lr=0.0)           # lr 0: the model does not change during the epoch
     valid = Dataset(x[500:], y[500:])                   # 100 samples in batches of 64 and 36
-    res = fit(1, model, cross_entropy, opt, DataLoader(valid, Sampler(valid, 64)), DataLoader(valid, Sampler(valid, 64)))
+    dl = DataLoader(valid, Sampler(valid, 64))
+    res = fit(1, model, cross_entropy, opt, dl, dl)
     with torch.no_grad(): out = model(valid.x)
     tl, vl, acc = res[0]
     assert tl == pytest.approx(cross_entropy(out, valid.y).item(), rel=1e-5)

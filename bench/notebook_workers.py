@@ -1,7 +1,7 @@
 """How much does `run_notebook.py --workers 2` save over `--workers 1`?
 
-    python bench/run_notebook.py                  # 5 notebooks per set, 3 timed repeats
-    python bench/run_notebook.py --n 6 --repeats 5
+    python bench/notebook_workers.py                  # 5 notebooks per set, 3 timed repeats
+    python bench/notebook_workers.py --n 6 --repeats 5
 
 Small notebooks are dominated by kernel start-up, which is CPU work; on a 2-core machine running two at
 once may or may not help, so this measures it. Two sets of tiny notebooks are made in a temp folder:
@@ -21,12 +21,12 @@ import fire
 import nbformat
 from nbformat import v4
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run_notebook import run_notebooks  # noqa: E402
+from run_notebook import run_notebooks
 
 SETS = {
-    'bare': ["import math, os", "xs = [math.sqrt(i) for i in range(10_000)]\nprint(len(xs))", "assert xs[4] == 2.0"],
-    'torch': ["import torch\ntorch.manual_seed(0)", "a, b = torch.randn(64, 64), torch.randn(64, 64)\nc = a @ b\nprint(c.shape)",
+    'bare': ['import math, os', 'xs = [math.sqrt(i) for i in range(10_000)]\nprint(len(xs))', 'assert xs[4] == 2.0'],
+    'torch': ['import torch\ntorch.manual_seed(0)',
+              'a, b = torch.randn(64, 64), torch.randn(64, 64)\nc = a @ b\nprint(c.shape)',
               "assert torch.allclose(c, torch.einsum('ik,kj->ij', a, b), atol=1e-4)"],
 }
 
