@@ -1,4 +1,5 @@
-"""Benchmark: lesson 06's CNN trained by the Learner with its callbacks, against a plain PyTorch loop; and the cost of hooks.
+"""Benchmark: lesson 06's CNN trained by the Learner with its callbacks, against a plain PyTorch loop;
+and the cost of hooks.
 
 One epoch (all training batches, then the validation pass) of the lesson's CNN (nfs [16,32,64,64], GeneralRelu(leak=0.1,
 sub=0.4, maxv=6), init_cnn), SGD with momentum 0.9, on random MNIST-shaped rows, with the same initial weights, the
@@ -169,12 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads: torch.set_num_threads(a.threads)
     device = torch.device(a.device) if a.device else default_device()
     dls = make_dls(a.n, a.n // 5, a.bs)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {a.n:,} + {a.n // 5:,} rows, '
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, '
+          f'{a.n:,} + {a.n // 5:,} rows, '
           f'batch size {a.bs}, {len(dls[0])} + {len(dls[1])} batches per epoch, {a.repeats} repeats')
     ways = {'(1) plain loop': plain_loop(dls, device),
             '(2) Learner + device + reshape + stats': learner(dls, device, list),
             '(3) (2) + ActivationStats': learner(dls, device, lambda: [ActivationStats()]),
-            '(4) (2) + ActivationStats, full histograms': learner(dls, device, lambda: [ActivationStats(hist_items=a.bs)])}
+            '(4) (2) + ActivationStats, full histograms':
+                learner(dls, device, lambda: [ActivationStats(hist_items=a.bs)])}
     for run in ways.values(): run()                                 # warm-up
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in ways}
     for _ in range(a.repeats):
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(w for w, _ in ts) for k, ts in times.items()}
     cpu = {k: statistics.median(c for _, c in ts) for k, ts in times.items()}
     one, two, three, four = ways
-    print(f"{'way':<46}{'median s':>9}{'min s':>8}{'max s':>8}{'/ (1)':>8}{'/ (2)':>8}{'CPU / (1)':>11}{'CPU / (2)':>11}")
+    print(f"{'way':<46}{'median s':>9}{'min s':>8}{'max s':>8}{'/ (1)':>8}{'/ (2)':>8}"
+          f"{'CPU / (1)':>11}{'CPU / (2)':>11}")
     for k, ts in times.items():
         w = [t for t, _ in ts]
         print(f'{k:<46}{med[k]:9.3f}{min(w):8.3f}{max(w):8.3f}{med[k] / med[one]:8.3f}{med[k] / med[two]:8.3f}'
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         plain, hooked = hook_cost_us(device, a.bs, items)
         print(f'forward+backward of one batch (CPU time, best of 5 rounds) without hooks {plain:.0f} us, with '
               f'ActivationStats hooks, histograms of {label}, {hooked:.0f} us: {hooked / plain - 1:+.1%}')
-    print(f'\nactivation statistics cost per epoch: {med[three] - med[two]:+.2f} s ({med[three] / med[two] - 1:+.1%} wall, '
+    print(f'\nactivation statistics cost per epoch: {med[three] - med[two]:+.2f} s '
+          f'({med[three] / med[two] - 1:+.1%} wall, '
           f'{cpu[three] / cpu[two] - 1:+.1%} CPU); with full histograms {med[four] / med[two] - 1:+.1%} wall, '
           f'{cpu[four] / cpu[two] - 1:+.1%} CPU')
     return 0

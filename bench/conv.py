@@ -63,7 +63,8 @@ def measure(bs: int, ci: int, n: int, nf: int, k: int, repeats: int) -> dict[tup
             conv(*args).sum().backward()
             x.grad = w.grad = b.grad = None
         return run
-    runs = {(way, kind): make(conv) for way, conv in WAYS.items() for kind, make in [('fwd', fwd), ('fwd+bwd', fwd_bwd)]}
+    kinds = [('fwd', fwd), ('fwd+bwd', fwd_bwd)]
+    runs = {(way, kind): make(conv) for way, conv in WAYS.items() for kind, make in kinds}
     for r in runs.values(): r()                                     # warm-up
     times: dict[tuple[str, str], list[tuple[float, float]]] = {k_: [] for k_ in runs}
     for _ in range(repeats):

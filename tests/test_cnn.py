@@ -45,7 +45,7 @@ DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
 def tiny_data(n_train=48, n_valid=32, bs=16, seed=0):
-    "MNIST-shaped rows (N, 784): 10 random prototype images plus noise, labelled by prototype; 3 + 2 batches by default."
+    "MNIST-shaped rows (N, 784): 10 random prototype images plus noise, labelled by prototype; 3 + 2 batches."
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n_train + n_valid,), generator=g)
     x = torch.randn(10, 784, generator=g)[y] + 0.5 * torch.randn(n_train + n_valid, 784, generator=g)
@@ -71,12 +71,14 @@ def random_conv_cases(n=12, seed=0):
 @pytest.mark.parametrize('xs,ws,stride,padding,bias', random_conv_cases())
 def test_conv2d_matches_F_conv2d_on_random_shapes(xs, ws, stride, padding, bias):
     torch.manual_seed(1)
-    x, w = torch.randn(xs), torch.randn(ws[0], xs[1], *ws[2:]) / math.sqrt(xs[1] * ws[2] * ws[3])   # outputs ~ unit scale
+    # weights scaled so that outputs are about unit scale
+    x, w = torch.randn(xs), torch.randn(ws[0], xs[1], *ws[2:]) / math.sqrt(xs[1] * ws[2] * ws[3])
     b = torch.randn(ws[0]) if bias else None
     ours, theirs = conv2d(x, w, b, stride, padding), F.conv2d(x, w, b, stride=stride, padding=padding)
     assert ours.shape == theirs.shape
     assert (ours - theirs).abs().max() < 1e-5
-    assert ours.shape[2:] == (conv_out_size(xs[2], ws[2], stride, padding), conv_out_size(xs[3], ws[3], stride, padding))
+    oh, ow = (conv_out_size(xs[i], ws[i], stride, padding) for i in (2, 3))
+    assert ours.shape[2:] == (oh, ow)
 
 
 @pytest.mark.parametrize('stride,padding', [(1, 0), (2, 0), (1, 1), (2, 1)])
@@ -107,8 +109,10 @@ def test_conv2d_errors_name_the_shapes():
     x = torch.randn(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r'x has 3 channels but weight expects 2 .*\(2, 3, 8, 8\)'):
         conv2d(x, torch.randn(4, 2, 3, 3))
-    with pytest.raises(ValueError, match=r'must be \(N, C, H, W\), got shape \(3, 8, 8\)'): conv2d(x[0], torch.randn(4, 3, 3, 3))
-    with pytest.raises(ValueError, match=r'bias must have shape \(4,\)'): conv2d(x, torch.randn(4, 3, 3, 3), torch.randn(3))
+    with pytest.raises(ValueError, match=r'must be \(N, C, H, W\), got shape \(3, 8, 8\)'):
+        conv2d(x[0], torch.randn(4, 3, 3, 3))
+    with pytest.raises(ValueError, match=r'bias must have shape \(4,\)'):
+        conv2d(x, torch.randn(4, 3, 3, 3), torch.randn(3))
     with pytest.raises(ValueError, match='larger than the padded input'): conv2d(x, torch.randn(4, 3, 9, 9))
 
 
@@ -152,7 +156,8 @@ def test_cnn_model_shapes_and_layers():
 @pytest.mark.parametrize('a', [0., 0.1])
 def test_init_cnn_gives_kaiming_std(uniform, a):
     torch.manual_seed(0)
-    model = init_cnn(nn.Sequential(conv_layer(64, 64), nn.Sequential(nn.Conv2d(64, 32, 3)), nn.Linear(4, 4)), uniform, a)
+    body = nn.Sequential(conv_layer(64, 64), nn.Sequential(nn.Conv2d(64, 32, 3)), nn.Linear(4, 4))
+    model = init_cnn(body, uniform, a)
     lin_w = model[2].weight.clone()
     for conv, fan_in in [(model[0][0], 64 * 9), (model[1][0], 64 * 9)]:
         target = math.sqrt(2 / ((1 + a ** 2) * fan_in))

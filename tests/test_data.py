@@ -351,7 +351,8 @@ def test_star_import_surface_is_deliberate():
     ns = {}
     exec('from exp.nb_00a import *', ns)
     public = {k for k in ns if not k.startswith('__')}
-    assert {'gzip', 'hashlib', 'importlib', 'os', 'pickle', 'sys', 'tempfile', 'urllib', 'Path', 'np', 'exp'} & public == set()
+    plumbing = {'gzip', 'hashlib', 'importlib', 'os', 'pickle', 'sys', 'tempfile', 'urllib', 'Path', 'np', 'exp'}
+    assert plumbing & public == set()
     assert not any(k.startswith('_') for k in public)
     assert {'torch', 'tensor', 'test_eq', 'get_data', 'get_fashion', 'FASHION_CLASSES', 'read_idx'} <= public
 
@@ -359,9 +360,10 @@ def test_star_import_surface_is_deliberate():
 def test_notebook2script_orders_and_names_00a(tmp_path):
     "00a_data is exported to exp/nb_00a.py, between 00 and 01, and nb_01 chains from it."
     import notebook2script as n2s
-    for name in ('01_matmul.ipynb', '00a_data.ipynb', '00_exports.ipynb', '02_x.ipynb'): (tmp_path / name).write_text('{}')
-    assert [p.name for p in n2s.find_notebooks(tmp_path)] == ['00_exports.ipynb', '00a_data.ipynb', '01_matmul.ipynb', '02_x.ipynb']
+    names = ['00_exports.ipynb', '00a_data.ipynb', '01_matmul.ipynb', '02_x.ipynb']
+    for name in reversed(names): (tmp_path / name).write_text('{}')
+    assert [p.name for p in n2s.find_notebooks(tmp_path)] == names
     assert n2s.module_name(Path('nbs/00a_data.ipynb')) == 'nb_00a'
-    assert [p.name for p in n2s.find_notebooks(REPO / 'nbs')][:3] == ['00_exports.ipynb', '00a_data.ipynb', '01_matmul.ipynb']
+    assert [p.name for p in n2s.find_notebooks(REPO / 'nbs')][:3] == names[:3]
     first = lambda m: next(l for l in (REPO / 'exp' / m).read_text().splitlines() if l.startswith('from exp.'))
     assert first('nb_00a.py') == 'from exp.nb_00 import *' and first('nb_01.py') == 'from exp.nb_00a import *'

@@ -407,7 +407,8 @@ def test_sample_rejects_a_different_file(sample, tmp_path):
     np.savez(tmp_path / 'int64.npz', **{**a, 'y_train': a['y_train'].astype(np.int64)})
     with pytest.raises(FashionError, match='instead of'): load_fashion_sample(tmp_path / 'int64.npz')
     np.savez(tmp_path / 'missing.npz', x_train=a['x_train'])
-    with pytest.raises(FashionError, match='cannot be read as the sample'): load_fashion_sample(tmp_path / 'missing.npz')
+    with pytest.raises(FashionError, match='cannot be read as the sample'):
+        load_fashion_sample(tmp_path / 'missing.npz')
     (tmp_path / 'garbage.npz').write_bytes(b'PK\3\4 garbage')
     with pytest.raises(FashionError, match='make_fashion_sample.py'): load_fashion_sample(tmp_path / 'garbage.npz')
 
@@ -448,7 +449,8 @@ def test_make_fashion_sample_is_stratified_and_deterministic():
     assert len({r.tobytes() for r in a['x_train']}) == 60  # no image taken twice
     b = mfs.build((x_tr.astype(np.uint8), y_tr), (x_te.astype(np.uint8), y_te), 0, per)
     assert mfs.to_bytes(a) == mfs.to_bytes(b)
-    assert mfs.fingerprint(a) != mfs.fingerprint(mfs.build((x_tr.astype(np.uint8), y_tr), (x_te.astype(np.uint8), y_te), 1, per))
+    c = mfs.build((x_tr.astype(np.uint8), y_tr), (x_te.astype(np.uint8), y_te), 1, per)
+    assert mfs.fingerprint(a) != mfs.fingerprint(c)
     with np.load(io.BytesIO(mfs.to_bytes(a)), allow_pickle=False) as z:
         assert all(np.array_equal(z[k], a[k]) for k in mfs.KEYS)
 
