@@ -4,8 +4,8 @@
 
 
 # nbs/08_data_block.ipynb, code cell 1
-from exp.nb_05 import *
-import hashlib, json, math, mimetypes, operator, os, time
+from exp.nb_07 import *
+import functools, hashlib, itertools, json, math, mimetypes, operator, os, time
 from pathlib import Path
 from PIL import Image
 from exp.nb_00a import _short
@@ -115,7 +115,7 @@ def export_image_folder(x, y, classes, dest, split='train', show=None):
     return root
 
 
-# nbs/08_data_block.ipynb, code cell 10
+# nbs/08_data_block.ipynb, code cell 11
 image_extensions = {k for k, v in mimetypes.types_map.items() if v.startswith('image/')}
 
 def _norm_exts(extensions):
@@ -135,7 +135,7 @@ def _scan(folder, extensions):
     return sorted(files), sorted(dirs)
 
 
-# nbs/08_data_block.ipynb, code cell 11
+# nbs/08_data_block.ipynb, code cell 12
 def get_files(path, extensions=None, recurse=True, include=None):
     "Paths of the files under `path` with a suffix in `extensions`; hidden ones skipped, sorted by folder, then name."
     path, extensions = Path(path), _norm_exts(extensions)
@@ -151,7 +151,7 @@ def get_files(path, extensions=None, recurse=True, include=None):
     return res
 
 
-# nbs/08_data_block.ipynb, code cell 14
+# nbs/08_data_block.ipynb, code cell 15
 def _order(f):
     "A function's place in a pipeline: its `_order` attribute, 0 if it has none."
     return getattr(f, '_order', 0)
@@ -162,7 +162,7 @@ def compose(x, funcs, *args, **kwargs):
     return x
 
 
-# nbs/08_data_block.ipynb, code cell 16
+# nbs/08_data_block.ipynb, code cell 17
 class ItemList:
     "Items with a `get` (identity here) and transforms `tfms`: `il[i]` is one built item; a slice, mask or index list gives an ItemList."
     def __init__(self, items, path='.', tfms=None): self.items, self.path, self.tfms = list(items), Path(path), _as_list(tfms)
@@ -177,7 +177,7 @@ class ItemList:
         return type(self)(items, self.path, tfms=self.tfms)
 
 
-# nbs/08_data_block.ipynb, code cell 17
+# nbs/08_data_block.ipynb, code cell 18
 def _getitem(self, idx):
     "One built item for an int; a new ItemList for a slice, a boolean mask or a list/tensor of indices."
     if isinstance(idx, slice): return self.new(self.items[idx])
@@ -191,7 +191,7 @@ def _getitem(self, idx):
     return self.new([self.items[i] for i in idx])
 
 
-# nbs/08_data_block.ipynb, code cell 18
+# nbs/08_data_block.ipynb, code cell 19
 def _show_item(self, o):
     "How an item looks in a repr: paths relative to the list's path."
     if isinstance(o, Path):
@@ -206,7 +206,7 @@ def _repr(self):
 ItemList.__getitem__, ItemList._show_item, ItemList.__repr__ = _getitem, _show_item, _repr
 
 
-# nbs/08_data_block.ipynb, code cell 20
+# nbs/08_data_block.ipynb, code cell 21
 def open_image(fn):
     "The image in file `fn`, fully read (PIL); ImageError naming the file if it cannot be decoded."
     try:
@@ -227,7 +227,7 @@ class ImageList(ItemList):
         return open_image(fn)
 
 
-# nbs/08_data_block.ipynb, code cell 22
+# nbs/08_data_block.ipynb, code cell 23
 def grandparent_splitter(fn, valid_name='valid', train_name='train'):
     "True for a file two levels under a `valid_name` folder, False under `train_name`, None (dropped) otherwise."
     gp = fn.parent.parent.name
@@ -246,7 +246,7 @@ class SplitData:
     def __repr__(self): return f'{type(self).__name__}\n  train: {self.train!r}\n  valid: {self.valid!r}'
 
 
-# nbs/08_data_block.ipynb, code cell 24
+# nbs/08_data_block.ipynb, code cell 25
 def parent_labeler(fn):
     "The label of file `fn`: the name of the folder it is in."
     return fn.parent.name
@@ -259,7 +259,7 @@ class Processor:
         return items
 
 
-# nbs/08_data_block.ipynb, code cell 25
+# nbs/08_data_block.ipynb, code cell 26
 class CategoryProcessor(Processor):
     "Labels to ints by position in `vocab`: given, or the sorted labels of the first list processed (the training set)."
     def __init__(self, vocab=None): self.vocab = None if vocab is None else list(vocab)
@@ -278,7 +278,7 @@ class CategoryProcessor(Processor):
         return [self.vocab[i] for i in idxs]
 
 
-# nbs/08_data_block.ipynb, code cell 26
+# nbs/08_data_block.ipynb, code cell 27
 class LabeledData:
     "Inputs `x` and labels `y` (ItemLists), each processed once by its processors: `ld[i]` is `(x[i], y[i])`."
     def __init__(self, x, y, proc_x=None, proc_y=None):
@@ -299,7 +299,7 @@ def label_by_func(sd, f, proc_x=None, proc_y=None):
     return SplitData(LabeledData.label_by_func(sd.train, f, proc_x, proc_y), LabeledData.label_by_func(sd.valid, f, proc_x, proc_y))
 
 
-# nbs/08_data_block.ipynb, code cell 30
+# nbs/08_data_block.ipynb, code cell 31
 class Transform:
     "Base class for item transforms: a callable with an `_order` (lowest runs first)."
     _order = 0
@@ -316,23 +316,27 @@ def to_float_tensor(x):
 to_float_tensor._order = 30
 
 
-# nbs/08_data_block.ipynb, code cell 35
+# nbs/08_data_block.ipynb, code cell 36
 def _vocab(ds):
     "The vocab of the first CategoryProcessor labelling data set `ds`, or None."
     return next((p.vocab for p in getattr(ds, 'proc_y', []) if isinstance(p, CategoryProcessor)), None)
 
+def _n_cores():
+    "The number of cores this process may run on."
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
 def default_num_workers():
-    "Worker processes for a DataLoader: one per core this process may use, less one for the training loop (at most 8)."
-    n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
-    return max(0, min(n - 1, 8))
+    "Worker processes for a training DataLoader: one per core, less one for the training loop (at most 8)."
+    return max(0, min(_n_cores() - 1, 8))
 
 
-# nbs/08_data_block.ipynb, code cell 36
+# nbs/08_data_block.ipynb, code cell 37
 def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
     "A DataBunch from labelled SplitData `sd`: PyTorch DataLoaders (training shuffled, validation in order with 2*bs), `c_in` and `c_out`."
-    nw = default_num_workers() if num_workers is None else num_workers
+    batched = getattr(sd.train, 'batched', False)     # tensors in memory: one indexing op per batch, no workers needed
+    nw = (0 if batched else default_num_workers()) if num_workers is None else num_workers
     kw = dict(num_workers=nw, persistent_workers=nw > 0, **kwargs)
-    if getattr(sd.train, 'batched', False): dls = get_dls(sd.train, sd.valid, bs, **kw)
+    if batched: dls = get_dls(sd.train, sd.valid, bs, **kw)
     else: dls = tud.DataLoader(sd.train, bs, shuffle=True, **kw), tud.DataLoader(sd.valid, bs * 2, **kw)
     if c_in is None: c_in = sd.train[0][0].shape[0]
     if c_out is None: c_out = len(_vocab(sd.train) or []) or None
@@ -343,7 +347,7 @@ def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
 SplitData.to_databunch = databunchify
 
 
-# nbs/08_data_block.ipynb, code cell 38
+# nbs/08_data_block.ipynb, code cell 39
 def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     "A grid of `n` images of a batch of `data` (training, or validation) with their labels."
     xb, yb = next(iter(data.valid_dl if valid else data.train_dl))
@@ -357,7 +361,7 @@ def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     plt.tight_layout(); plt.show()
 
 
-# nbs/08_data_block.ipynb, code cell 41
+# nbs/08_data_block.ipynb, code cell 42
 class TensorData:
     "Labelled data held in tensors: `ds[idxs]` is `(compose(x[idxs], tfms), y[idxs])`, for a whole batch of indices at once."
     batched = True
@@ -369,19 +373,39 @@ class TensorData:
     def __repr__(self): return f'{type(self).__name__}: x {tuple(self.x.shape)} {self.x.dtype}, y {tuple(self.y.shape)}'
 
 
-# nbs/08_data_block.ipynb, code cell 42
+# nbs/08_data_block.ipynb, code cell 43
 def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     "LabeledData (or SplitData of them) read once through the x transforms below `upto`, as TensorData; the rest run per batch."
     if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
     x = data.x
     early, late = [t for t in x.tfms if _order(t) < upto], [t for t in x.tfms if _order(t) >= upto]
-    nw = default_num_workers() if num_workers is None else num_workers
+    nw = min(_n_cores(), 8) if num_workers is None else num_workers    # nothing else to do meanwhile: every core
     dl = tud.DataLoader(LabeledData(type(x)(x.items, x.path, early), data.y), bs, num_workers=nw)
     xs, ys = zip(*dl)
     return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)
 
 
-# nbs/08_data_block.ipynb, code cell 45
+# nbs/08_data_block.ipynb, code cell 46
 def normalize_chan(x, mean, std):
     "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
     return (x - mean[..., None, None]) / std[..., None, None]
+
+
+# nbs/08_data_block.ipynb, code cell 48
+def _layer_name(m):
+    "A short name for layer `m`: its class, or for a Sequential the classes inside, joined by '+'."
+    return '+'.join(type(c).__name__ for c in m.children()) if isinstance(m, nn.Sequential) else type(m).__name__
+
+def model_summary(model, xb, show=True):
+    "Output shape and parameter count of each top-level layer of `model` for the batch `xb` (via Hooks); prints a table."
+    rows, mods, was_training = [], list(model.children()), model.training
+    def record(hook, m, inp, out): rows.append((_layer_name(m), tuple(out.shape), sum(p.numel() for p in m.parameters())))
+    with Hooks(mods, record), torch.no_grad():
+        model.eval()
+        try: model(xb.to(next(model.parameters()).device))
+        finally: model.train(was_training)
+    if show:
+        w = max(len(r[0]) for r in rows)
+        for i, (n, s, p) in enumerate(rows): print(f'{i:>2}  {n:<{w}}  {str(s):<18} {p:>8,}')
+        print(f'{"":>2}  {"total parameters":<{w}}  {"":<18} {sum(r[2] for r in rows):>8,}')
+    return rows

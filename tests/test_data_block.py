@@ -264,3 +264,20 @@ def test_databunchify_and_decode_once(tree, sample, nw):
     cdata = databunchify(cached, 16, num_workers=0)
     assert (cdata.c_in, cdata.c_out) == (1, 10)
     assert sorted(torch.cat([b for _, b in cdata.train_dl]).tolist()) == sorted(y.tolist())
+
+
+# --- model_summary --------------------------------------------------------------------------------------
+
+def test_model_summary_shapes_params_and_no_side_effects(capsys):
+    from torch import nn
+    from exp.nb_08 import model_summary
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = model_summary(model, torch.randn(5, 1, 8, 8))
+    assert rows == [('Conv2d+BatchNorm2d+ReLU', (5, 4, 4, 4), 4 * 9 + 4 + 8), ('AdaptiveAvgPool2d', (5, 4, 1, 1), 0),
+                    ('Flatten', (5, 4), 0), ('Linear', (5, 3), 15)]
+    out = capsys.readouterr().out
+    assert 'Conv2d+BatchNorm2d+ReLU' in out and 'total parameters' in out and '63' in out
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks for m in model.modules())     # the hooks are gone
