@@ -26,7 +26,7 @@ import time
 
 import torch
 from torch import optim
-from exp.nb_08 import (BatchTransformXCallback, Callback, CategoryProcessor, DataBunch, Dataset, FASHION_CLASSES,
+from exp.nb_08 import (BatchTransformXCallback, Callback, CategoryProcessor, DataBunch, Dataset, DeviceCallback, FASHION_CLASSES,
                        ImageList, Learner, SplitData, accuracy, conv_norm, data_dir, databunchify, decode_once,
                        default_num_workers, export_image_folder, get_cnn_model, get_dls, get_fashion, get_files,
                        grandparent_splitter, image_extensions, init_cnn, label_by_func, normalize_chan, parent_labeler,
@@ -49,7 +49,7 @@ def epoch_times(data, norm, n, lr=0.1):
     torch.manual_seed(0)
     model = init_cnn(get_cnn_model(data, NFS, conv_norm))
     learn = Learner(model, optim.SGD(model.parameters(), lr=lr, momentum=0.9), F.cross_entropy, data,
-                    cbs=[BatchTransformXCallback(norm), EpochTimer()])
+                    cbs=[DeviceCallback(), BatchTransformXCallback(norm), EpochTimer()])
     learn.fit(n + 1)
     return learn.epoch_timer.times[1:]
 

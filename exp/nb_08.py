@@ -5,7 +5,7 @@
 
 # nbs/08_data_block.ipynb, code cell 1
 from exp.nb_07 import *
-import functools, hashlib, itertools, json, math, mimetypes, operator, os, time
+import functools, hashlib, itertools, json, math, mimetypes, operator, os, sys, time
 from pathlib import Path
 from PIL import Image
 from exp.nb_00a import _short
@@ -326,8 +326,12 @@ def _n_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 def default_num_workers():
-    "Worker processes for a training DataLoader: one per core, less one for the training loop (at most 8)."
-    return max(0, min(_n_cores() - 1, 8))
+    "Worker processes for a training DataLoader: one per core, less one for the training loop (at most 8); 0 off Linux."
+    return max(0, min(_n_cores() - 1, 8)) if sys.platform.startswith('linux') else 0
+
+def _worker_kwargs(nw):
+    "DataLoader arguments for `nw` workers, started by fork on Linux (they inherit the data instead of unpickling it)."
+    return dict(num_workers=nw, multiprocessing_context='fork' if nw > 0 and sys.platform.startswith('linux') else None)
 
 
 # nbs/08_data_block.ipynb, code cell 37
@@ -335,7 +339,7 @@ def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
     "A DataBunch from labelled SplitData `sd`: PyTorch DataLoaders (training shuffled, validation in order with 2*bs), `c_in` and `c_out`."
     batched = getattr(sd.train, 'batched', False)     # tensors in memory: one indexing op per batch, no workers needed
     nw = (0 if batched else default_num_workers()) if num_workers is None else num_workers
-    kw = dict(num_workers=nw, persistent_workers=nw > 0, **kwargs)
+    kw = dict(**_worker_kwargs(nw), persistent_workers=nw > 0, **kwargs)
     if batched: dls = get_dls(sd.train, sd.valid, bs, **kw)
     else: dls = tud.DataLoader(sd.train, bs, shuffle=True, **kw), tud.DataLoader(sd.valid, bs * 2, **kw)
     if c_in is None: c_in = sd.train[0][0].shape[0]
@@ -379,8 +383,8 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
     x = data.x
     early, late = [t for t in x.tfms if _order(t) < upto], [t for t in x.tfms if _order(t) >= upto]
-    nw = min(_n_cores(), 8) if num_workers is None else num_workers    # nothing else to do meanwhile: every core
-    dl = tud.DataLoader(LabeledData(type(x)(x.items, x.path, early), data.y), bs, num_workers=nw)
+    nw = (min(_n_cores(), 8) if num_workers is None else num_workers) if sys.platform.startswith('linux') else 0
+    dl = tud.DataLoader(LabeledData(type(x)(x.items, x.path, early), data.y), bs, **_worker_kwargs(nw))
     xs, ys = zip(*dl)
     return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)
 
@@ -388,6 +392,7 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
 # nbs/08_data_block.ipynb, code cell 46
 def normalize_chan(x, mean, std):
     "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
+    mean, std = mean.to(x.device), std.to(x.device)
     return (x - mean[..., None, None]) / std[..., None, None]
 
 
