@@ -26,8 +26,8 @@ import time
 
 import torch
 from torch import optim
-from exp.nb_08 import (BatchTransformXCallback, Callback, CategoryProcessor, DataBunch, Dataset, DeviceCallback, FASHION_CLASSES,
-                       ImageList, Learner, SplitData, accuracy, conv_norm, data_dir, databunchify, decode_once,
+from exp.nb_08 import (BatchTransformXCallback, Callback, CategoryProcessor, DataBunch, Dataset, DeviceCallback,
+                       FASHION_CLASSES, ImageList, Learner, SplitData, conv_norm, data_dir, databunchify, decode_once,
                        default_num_workers, export_image_folder, get_cnn_model, get_dls, get_fashion, get_files,
                        grandparent_splitter, image_extensions, init_cnn, label_by_func, normalize_chan, parent_labeler,
                        to_byte_tensor, to_float_tensor)

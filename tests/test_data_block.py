@@ -281,3 +281,12 @@ def test_model_summary_shapes_params_and_no_side_effects(capsys):
     assert 'Conv2d+BatchNorm2d+ReLU' in out and 'total parameters' in out and '63' in out
     assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not any(m._forward_hooks for m in model.modules())     # the hooks are gone
+
+
+@pytest.mark.parametrize('nw', [0, 1])
+def test_decode_once_names_a_damaged_file_even_in_a_worker(tree, nw):
+    fn = sorted((tree/'valid').rglob('*.png'))[3]
+    fn.write_bytes(fn.read_bytes()[:40])
+    il = ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor])
+    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(CLASSES))
+    with pytest.raises(ImageError, match=f'{fn}: cannot read the image'): decode_once(ll, num_workers=nw)
