@@ -28,7 +28,7 @@ def _check_classes(classes):
 # nbs/08_data_block.ipynb, code cell 3
 def _as_uint8_images(x):
     "uint8 images (n, h, w) from `x`: uint8 or floats in [0, 1], shaped (n, h, w) or as square rows (n, h*w)."
-    x = torch.as_tensor(x)
+    x = torch.as_tensor(x).detach().cpu()
     if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 == x.shape[1]: x = x.reshape(len(x), *(2 * [math.isqrt(x.shape[1])]))
     if x.ndim != 3: raise ValueError(f'images must be (n, h, w) or square rows (n, h*w), got shape {tuple(x.shape)}')
     if x.dtype == torch.uint8: return x.contiguous()
@@ -107,8 +107,9 @@ def _check_tree(root, info):
 # nbs/08_data_block.ipynb, code cell 9
 def export_image_folder(x, y, classes, dest, split='train', show=None):
     "Write images `x` (uint8, or floats in [0,1]) with labels `y` as PNGs dest/split/<class>/<index>.png; skips or resumes."
-    x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y), list(classes), Path(dest)/split
+    x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y).cpu(), list(classes), Path(dest)/split
     _check_classes(classes)
+    if y.is_floating_point() or y.ndim != 1: raise TypeError(f'labels must be integers, one per image; got {y.dtype} {tuple(y.shape)}')
     if len(x) != len(y): raise ValueError(f'{len(x)} images but {len(y)} labels')
     if len(y) and not (0 <= y.min() and y.max() < len(classes)): raise ValueError(f'labels must be in 0..{len(classes) - 1}')
     info, width = _tree_info(x, y, classes), len(str(max(len(x) - 1, 0)))
@@ -312,7 +313,8 @@ class LabeledData:
 # nbs/08_data_block.ipynb, code cell 33
 def label_by_func(sd, f, proc_x=None, proc_y=None):
     "Label both halves of SplitData `sd` with `f`: processors are set up on the training set, then applied to validation."
-    return SplitData(LabeledData.label_by_func(sd.train, f, proc_x, proc_y), LabeledData.label_by_func(sd.valid, f, proc_x, proc_y))
+    train = LabeledData.label_by_func(sd.train, f, proc_x, proc_y)     # first: the processors learn from it
+    return SplitData(train, LabeledData.label_by_func(sd.valid, f, proc_x, proc_y))
 
 
 # nbs/08_data_block.ipynb, code cell 37
@@ -401,7 +403,7 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
     x = data.x
     early, late = [t for t in x.tfms if _order(t) < upto], [t for t in x.tfms if _order(t) >= upto]
-    nw = (min(_n_cores(), 8) if num_workers is None else num_workers) if sys.platform.startswith('linux') else 0
+    nw = (min(_n_cores(), 8) if sys.platform.startswith('linux') else 0) if num_workers is None else num_workers
     dl = tud.DataLoader(LabeledData(type(x)(x.items, x.path, early), data.y), bs, **_worker_kwargs(nw))
     xs, ys = zip(*dl)
     return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)

@@ -122,6 +122,7 @@ def test_export_refuses_bad_input(tmp_path, sample):
     with pytest.raises(ValueError, match=r'labels must be in 0\.\.1'): export_image_folder(x, y, CLASSES[:2], tmp_path, show=False)
     with pytest.raises(ValueError, match=r'pixels in \[0, 1\]'): export_image_folder(x * 2, y, CLASSES, tmp_path, show=False)
     with pytest.raises(ValueError, match='shape'): export_image_folder(x[:, :780], y, CLASSES, tmp_path, show=False)
+    with pytest.raises(TypeError, match='labels must be integers'): export_image_folder(x, y.float(), CLASSES, tmp_path, show=False)
     assert not (tmp_path/'train').exists()
 
 
