@@ -40,7 +40,7 @@ def accuracy(out, yb):
 
 
 # nbs/03_minibatch_training.ipynb, code cell 24
-class Optimizer:
+class BasicOptimizer:
     "Plain SGD: `step` moves each parameter by `-lr` times its gradient, `zero_grad` clears the gradients."
     def __init__(self, params, lr=0.5): self.params, self.lr = list(params), lr
 
