@@ -4,7 +4,7 @@
 
 
 # nbs/09_optimizers.ipynb, code cell 1
-from exp.nb_05 import *
+from exp.nb_07 import *
 from exp.nb_04 import _as_list, _param_groups
 import math, time
 from functools import partial
@@ -33,8 +33,11 @@ class Optimizer:
 
     def grad_params(self):
         "(parameter, its group's hyper-parameters) for every parameter that has a gradient."
-        return [(p, {k: v for k, v in pg.items() if k != 'params'})
-                for pg in self.param_groups for p in pg['params'] if p.grad is not None]
+        res = []
+        for pg in self.param_groups:
+            hyper = {k: v for k, v in pg.items() if k != 'params'}
+            res += [(p, hyper) for p in pg['params'] if p.grad is not None]
+        return res
 
     def zero_grad(self):
         "Forget the gradients (the next backward pass stores fresh ones)."
