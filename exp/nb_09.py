@@ -18,18 +18,21 @@ def _declared_defaults(steps):
     for s in steps: d.update(getattr(s, '_defaults', {}))
     return d
 
+def _as_groups(params):
+    "PyTorch-style parameter groups from tensors (one group), lists of tensors, or dicts with 'params'."
+    gs = _param_groups(params)
+    return [{'params': gs}] if gs and torch.is_tensor(gs[0]) else gs
+
 class Optimizer:
     "Parameter groups shaped like PyTorch's (dicts of 'params' and hyper-parameters); `step` applies `steppers` in order to each parameter."
     def __init__(self, params, steppers, **defaults):
         self.steppers = _as_list(steppers)
         self.defaults = {**_declared_defaults(self.steppers), **defaults}
-        groups = _param_groups(params)
-        if not groups: raise ValueError(f"{type(self).__name__}: got no parameters to optimize")
-        if torch.is_tensor(groups[0]): groups = [{'params': groups}]
-        self.param_groups = [{**self.defaults, **g, 'params': list(g['params'])} for g in groups]
-        ps = [p for pg in self.param_groups for p in pg['params']]
-        if len(set(map(id, ps))) != len(ps): raise ValueError(f"{type(self).__name__}: a parameter appears in more than one group")
+        self.param_groups = [{**self.defaults, **g, 'params': list(g['params'])} for g in _as_groups(params)]
         self.state = {}
+        self._check()                       # guard rails: see "Making it robust"
+
+    def _check(self): pass
 
     def grad_params(self):
         "(parameter, its group's hyper-parameters) for every parameter that has a gradient."
@@ -229,3 +232,22 @@ def _adam_group(ps, states, lr, mom, sqr_mom, eps, wd, **kwargs):
     denom = torch._foreach_sqrt(sqrs)
     torch._foreach_add_(denom, [eps * b for b in d2])
     torch._foreach_addcdiv_(ps, avgs, denom, [-lr * b / a for a, b in zip(d1, d2)])
+
+
+# nbs/09_optimizers.ipynb, code cell 35
+def _is_step(self, s):
+    "Whether `s` can be one of this optimizer's steps: a function (and, in a StatefulOptimizer, a Stat)."
+    return callable(s) or (isinstance(s, Stat) and isinstance(self, StatefulOptimizer))
+
+def _check_optimizer(self):
+    "Refuse steppers that are not steps, an empty parameter list, and a parameter in more than one group."
+    name = type(self).__name__
+    for s in self.steppers:
+        if not _is_step(self, s):
+            raise TypeError(f"{name}: {s!r} is not a stepper (a function of p and the hyper-parameters)"
+                            + ("; a Stat needs a StatefulOptimizer" if isinstance(s, Stat) else ''))
+    ps = [p for pg in self.param_groups for p in pg['params']]
+    if not ps: raise ValueError(f"{name}: got no parameters to optimize")
+    if len(set(map(id, ps))) != len(ps): raise ValueError(f"{name}: a parameter appears in more than one group")
+
+Optimizer._check = _check_optimizer

@@ -338,3 +338,10 @@ def test_chunks():
     assert sizes(_chunks(ps, 7)) == [[3, 4], [10], [1, 1]]
     assert sizes(_chunks(ps, 100)) == [[3, 4, 10, 1, 1]]
     assert _chunks([], 5) == []
+
+
+def test_steppers_must_be_functions_or_stats():
+    m = small_model()
+    with pytest.raises(TypeError, match='a Stat needs a StatefulOptimizer'): Optimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)
+    with pytest.raises(TypeError, match="3 is not a stepper"): StatefulOptimizer(m.parameters(), [3], lr=0.1)
+    StatefulOptimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)          # fine
