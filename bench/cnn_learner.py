@@ -13,7 +13,11 @@ same DataLoaders (lesson 03's `get_dls`) and the same shuffling, four ways:
   (4) + full hists   (2) + ActivationStats(hist_items=batch size): histograms over the whole batch, for information
 
 Repeats are interleaved; prints median seconds per epoch and ratios measured in this run. Targets from the issue:
-(2)/(1) at most 1.05; (3)/(2) is the per-epoch cost of the activation statistics.
+(2)/(1) at most 1.05; (3)/(2) is the per-epoch cost of the activation statistics. On a busy machine epoch times swing
+by more than the overhead being measured, so the script also times the callbacks alone: the six events of a
+training batch dispatched many times with the model's work left out (CPU time, best of several rounds),
+next to the time per batch of (1)'s fastest epoch; and the hooks alone: one batch's forward and backward pass
+with and without ActivationStats' hooks.
 
 Usage: python bench/cnn_learner.py [--bs 64] [--repeats 3] [--n 50000] [--threads N] [--device cpu]
 """
@@ -27,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import optim
 from exp.nb_06 import (ActivationStats, AvgStatsCallback, BatchTransformXCallback, DataBunch, Dataset, DeviceCallback,
-                       Learner, accuracy, default_device, get_cnn_model, get_dls, init_cnn, mnist_resize)
+                       Hooks, Learner, accuracy, default_device, get_cnn_model, get_dls, init_cnn, mnist_resize)
 
 NFS, GR = [16, 32, 64, 64], dict(leak=0.1, sub=0.4, maxv=6.)
 Run = Callable[[], tuple[float, float]]
@@ -92,6 +96,52 @@ def learner(dls: tuple, device: torch.device, extra: Callable[[], list]) -> Run:
     return run
 
 
+def event_cost_us(dls: tuple, device: torch.device, extra: Callable[[], list], n: int = 2000) -> float:
+    "CPU microseconds the callbacks of (2) + `extra()` cost per training batch, the model's work left out."
+    model, opt = fresh(device)
+    xb0, yb0 = next(iter(dls[0]))
+    cbs = [DeviceCallback(device), BatchTransformXCallback(mnist_resize),
+           AvgStatsCallback([accuracy], show=False, train_metrics=False)] + extra()
+    learn = Learner(model, opt, F.cross_entropy, DataBunch([(xb0, yb0)], [(xb0, yb0)], c=10), cbs=cbs)
+    learn.fit(1)                                                    # sets everything up once
+    learn._build_handlers()
+    learn('begin_fit'); learn.epochs, learn.epoch, learn.dl, learn.iters = 1, 0, dls[0], 10 ** 9
+    learn('begin_epoch')
+    learn.yb = yb0.to(device)
+    learn.pred = model(mnist_resize(xb0.to(device))); learn.loss = F.cross_entropy(learn.pred, learn.yb)
+    events = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step', 'after_batch']
+    best = float('inf')
+    for _ in range(5):
+        c = time.process_time()
+        for _ in range(n):
+            learn.xb = xb0
+            for e in events: learn(e)
+        best = min(best, (time.process_time() - c) / n * 1e6)
+    learn('after_fit')
+    return best
+
+
+def hook_cost_us(device: torch.device, bs: int, hist_items: int = 8, n: int = 30) -> tuple[float, float]:
+    "CPU microseconds of one training batch's forward+backward without and with ActivationStats' hooks."
+    model, _ = fresh(device)
+    g = torch.Generator().manual_seed(0)
+    xb, yb = torch.randn(bs, 1, 28, 28, generator=g).to(device), torch.randint(0, 10, (bs,), generator=g).to(device)
+    def step(): F.cross_entropy(model(xb), yb).backward()
+    def best() -> float:
+        step()
+        res = float('inf')
+        for _ in range(5):
+            sync(device); c = time.process_time()
+            for _ in range(n): step()
+            sync(device); res = min(res, (time.process_time() - c) / n * 1e6)
+        return res
+    plain = best()
+    with Hooks([m for m in model.children() if next(m.parameters(), None) is not None],
+               ActivationStats(hist_items=hist_items).f):
+        hooked = best()
+    return plain, hooked
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--bs', type=int, default=64)
@@ -127,7 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     r, rc = med[two] / med[one], cpu[two] / cpu[one]
     print(f'\nLearner with callbacks / plain loop: {r:.3f} wall, {rc:.3f} CPU '
           f'({"meets" if r <= 1.05 else "misses"} the target of at most 1.05 by wall-clock time)')
-    print(f'activation statistics cost per epoch: {med[three] - med[two]:+.2f} s ({med[three] / med[two] - 1:+.1%} wall, '
+    per_batch = min(w for w, _ in times[one]) / (len(dls[0]) + len(dls[1])) * 1e6
+    print(f'\ncallbacks alone, per training batch (CPU time, best of 5 rounds, model work left out), '
+          f"against {per_batch:.0f} us per batch in (1)'s fastest epoch:")
+    us = event_cost_us(dls, device, list)
+    print(f'  {two:<44}{us:8.1f} us = {us / per_batch:6.1%} of (1) per batch')
+    for label, items in [('8 items (default)', 8), ('full batch', a.bs)]:
+        plain, hooked = hook_cost_us(device, a.bs, items)
+        print(f'forward+backward of one batch (CPU time, best of 5 rounds) without hooks {plain:.0f} us, with '
+              f'ActivationStats hooks, histograms of {label}, {hooked:.0f} us: {hooked / plain - 1:+.1%}')
+    print(f'\nactivation statistics cost per epoch: {med[three] - med[two]:+.2f} s ({med[three] / med[two] - 1:+.1%} wall, '
           f'{cpu[three] / cpu[two] - 1:+.1%} CPU); with full histograms {med[four] / med[two] - 1:+.1%} wall, '
           f'{cpu[four] / cpu[two] - 1:+.1%} CPU')
     return 0
