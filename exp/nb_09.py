@@ -23,6 +23,8 @@ def _as_groups(params):
     gs = _param_groups(params)
     return [{'params': gs}] if gs and torch.is_tensor(gs[0]) else gs
 
+
+# nbs/09_optimizers.ipynb, code cell 4
 class Optimizer:
     "Parameter groups shaped like PyTorch's (dicts of 'params' and hyper-parameters); `step` applies `steppers` in order to each parameter."
     def __init__(self, params, steppers, **defaults):
@@ -54,7 +56,7 @@ class Optimizer:
             for stepper in self.steppers: stepper(p, **hyper)
 
 
-# nbs/09_optimizers.ipynb, code cell 4
+# nbs/09_optimizers.ipynb, code cell 5
 def sgd_step(p, lr, **kwargs):
     "Plain SGD: p <- p - lr * grad."
     p.add_(p.grad, alpha=-lr)
@@ -70,7 +72,7 @@ def l2_reg(p, lr, wd, **kwargs):
 l2_reg._defaults = dict(wd=0.)
 
 
-# nbs/09_optimizers.ipynb, code cell 6
+# nbs/09_optimizers.ipynb, code cell 7
 class Stat:
     "A per-parameter statistic kept in the optimizer's state: `init_state(p)` makes it, `update(p, state, **hyper)` advances it."
     _defaults = {}
@@ -94,7 +96,7 @@ class StatefulOptimizer(Optimizer):
         return {k: v for s in self.steppers if isinstance(s, Stat) for k, v in s.init_state(p).items()}
 
 
-# nbs/09_optimizers.ipynb, code cell 7
+# nbs/09_optimizers.ipynb, code cell 8
 class AverageGrad(Stat):
     "Running average of the gradients: grad_avg <- mom * grad_avg + damp * grad, damp = 1 - mom if `dampening` else 1."
     _defaults = dict(mom=0.9)
@@ -113,6 +115,8 @@ class AverageSqrGrad(Stat):
         state['sqr_damp'] = 1 - sqr_mom if self.dampening else 1.
         state['sqr_avg'].mul_(sqr_mom).addcmul_(p.grad, p.grad, value=state['sqr_damp'])
 
+
+# nbs/09_optimizers.ipynb, code cell 9
 class StepCount(Stat):
     "The number of steps this parameter has taken."
     def init_state(self, p): return {'step': 0}
@@ -123,7 +127,7 @@ def debias(mom, damp, step):
     return damp * (1 - mom ** step) / (1 - mom) if mom != 1 else damp * step
 
 
-# nbs/09_optimizers.ipynb, code cell 8
+# nbs/09_optimizers.ipynb, code cell 10
 def momentum_step(p, lr, grad_avg, **kwargs):
     "SGD along the running average of the gradients: p <- p - lr * grad_avg."
     p.add_(grad_avg, alpha=-lr)
@@ -134,7 +138,7 @@ def sgd_opt(params, lr, mom=0., wd=0., foreach=False):
     return ForeachOptimizer(params, steps, _sgd_group, **hyper) if foreach else StatefulOptimizer(params, steps, **hyper)
 
 
-# nbs/09_optimizers.ipynb, code cell 11
+# nbs/09_optimizers.ipynb, code cell 13
 def adam_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, **kwargs):
     "Adam: p <- p - lr * (grad_avg/debias1) / (sqrt(sqr_avg/debias2) + eps)."
     debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
@@ -148,7 +152,7 @@ def adam_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., foreach=False):
     return ForeachOptimizer(params, steps, _adam_group, **hyper) if foreach else StatefulOptimizer(params, steps, **hyper)
 
 
-# nbs/09_optimizers.ipynb, code cell 13
+# nbs/09_optimizers.ipynb, code cell 15
 def lamb_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, wd, **kwargs):
     "LAMB: the Adam direction plus wd * p, scaled so each step moves a tensor by lr * (its norm)."
     debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
@@ -164,7 +168,7 @@ def lamb_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.):
     return StatefulOptimizer(params, steps, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
 
 
-# nbs/09_optimizers.ipynb, code cell 16
+# nbs/09_optimizers.ipynb, code cell 18
 def _opt_state_dict(self):
     "Hyper-parameters and state, with parameters replaced by their position (as in PyTorch's `state_dict`); tensors are copies."
     idx = {id(p): i for i, p in enumerate(p for pg in self.param_groups for p in pg['params'])}
@@ -185,7 +189,7 @@ def _opt_load_state_dict(self, sd):
 Optimizer.state_dict, Optimizer.load_state_dict = _opt_state_dict, _opt_load_state_dict
 
 
-# nbs/09_optimizers.ipynb, code cell 31
+# nbs/09_optimizers.ipynb, code cell 35
 def _chunks(ps, max_numel):
     "Split the list `ps` into consecutive lists of at most `max_numel` elements in all (a larger tensor alone)."
     out, n = [[]], 0
@@ -194,6 +198,8 @@ def _chunks(ps, max_numel):
         out[-1].append(p); n += p.numel()
     return out if out[-1] else []
 
+
+# nbs/09_optimizers.ipynb, code cell 36
 class ForeachOptimizer(StatefulOptimizer):
     "A StatefulOptimizer (same groups, state, defaults) whose `group_step(params, states, **hyper)` updates a chunk of a group at once."
     def __init__(self, params, steppers, group_step, chunk=2**16, **defaults):
@@ -211,7 +217,7 @@ class ForeachOptimizer(StatefulOptimizer):
             for c in _chunks(ps, self.chunk): self.group_step(c, [self.state[p] for p in c], **hyper)
 
 
-# nbs/09_optimizers.ipynb, code cell 32
+# nbs/09_optimizers.ipynb, code cell 37
 def _sgd_group(ps, states, lr, mom, wd, **kwargs):
     "sgd_opt's step for a list of parameters, with torch._foreach_* ops."
     grads, avgs = [p.grad for p in ps], [s['grad_avg'] for s in states]
@@ -234,7 +240,7 @@ def _adam_group(ps, states, lr, mom, sqr_mom, eps, wd, **kwargs):
     torch._foreach_addcdiv_(ps, avgs, denom, [-lr * b / a for a, b in zip(d1, d2)])
 
 
-# nbs/09_optimizers.ipynb, code cell 35
+# nbs/09_optimizers.ipynb, code cell 40
 def _is_step(self, s):
     "Whether `s` can be one of this optimizer's steps: a function (and, in a StatefulOptimizer, a Stat)."
     return callable(s) or (isinstance(s, Stat) and isinstance(self, StatefulOptimizer))
