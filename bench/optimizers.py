@@ -6,7 +6,7 @@ copy of them (so the steps do not interfere), repeats interleaved; the table sho
 microseconds and the ratio to the matching PyTorch default, all measured in this run:
 
   SGD with momentum 0.9:   sgd_opt(mom=0.9), sgd_opt(mom=0.9, foreach=True)   vs  torch.optim.SGD(momentum=0.9)
-  AdamW (wd 1e-2):         adam_opt(wd=1e-2), adam_opt(..., foreach=True)     vs  torch.optim.AdamW (default, and foreach=True)
+  AdamW (wd 1e-2):         adam_opt(wd=1e-2), adam_opt(..., foreach=True)  vs  torch.optim.AdamW (default; foreach=True)
   LAMB (no PyTorch LAMB):  lamb_opt, shown against AdamW's default for scale
 
 PyTorch's default on a CPU is its single-tensor loop (foreach is the default only on CUDA). The target: ours at
@@ -22,13 +22,15 @@ import time
 
 import torch
 from torch import nn
+
 from exp.nb_09 import adam_opt, lamb_opt, sgd_opt
 
 
 def make_params(layers: int, width: int, seed: int = 0) -> list[torch.Tensor]:
     "The parameters of `layers` Linear(width, width), each with a fixed random gradient."
     torch.manual_seed(seed)
-    ps = [p.detach().requires_grad_() for p in nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)]).parameters()]
+    model = nn.Sequential(*[nn.Linear(width, width) for _ in range(layers)])
+    ps = [p.detach().requires_grad_() for p in model.parameters()]
     for p in ps: p.grad = torch.randn_like(p) * 1e-2
     return ps
 
@@ -40,18 +42,19 @@ def fresh(ps: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+ADAMW = dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=1e-2)   # adam_opt's defaults, and wd=1e-2
 OPTS = {
     'torch SGD(momentum=0.9)':        lambda ps: torch.optim.SGD(ps, 1e-3, momentum=0.9),
     'sgd_opt(mom=0.9)':               lambda ps: sgd_opt(ps, 1e-3, mom=0.9),
     'sgd_opt(mom=0.9, foreach=True)': lambda ps: sgd_opt(ps, 1e-3, mom=0.9, foreach=True),
-    'torch AdamW':                    lambda ps: torch.optim.AdamW(ps, 1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=1e-2),
-    'torch AdamW(foreach=True)':      lambda ps: torch.optim.AdamW(ps, 1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=1e-2,
-                                                                   foreach=True),
+    'torch AdamW':                    lambda ps: torch.optim.AdamW(ps, 1e-3, **ADAMW),
+    'torch AdamW(foreach=True)':      lambda ps: torch.optim.AdamW(ps, 1e-3, **ADAMW, foreach=True),
     'adam_opt(wd=1e-2)':              lambda ps: adam_opt(ps, 1e-3, wd=1e-2),
     'adam_opt(wd=1e-2, foreach=True)': lambda ps: adam_opt(ps, 1e-3, wd=1e-2, foreach=True),
     'lamb_opt(wd=1e-2)':              lambda ps: lamb_opt(ps, 1e-3, wd=1e-2),
 }
-BASE = {'sgd_opt': 'torch SGD(momentum=0.9)', 'adam_opt': 'torch AdamW', 'lamb_opt': 'torch AdamW', 'torch AdamW(': 'torch AdamW'}
+BASE = {'sgd_opt': 'torch SGD(momentum=0.9)', 'adam_opt': 'torch AdamW', 'lamb_opt': 'torch AdamW',
+        'torch AdamW(': 'torch AdamW'}
 
 
 def base_of(name: str) -> str:

@@ -4,9 +4,9 @@
 
 
 # nbs/09_optimizers.ipynb, code cell 1
-from exp.nb_07 import *
+from exp.nb_07a import *
 from exp.nb_04 import _as_list, _param_groups
-import math, time
+import copy, math, time
 from functools import partial
 import matplotlib.pyplot as plt
 

@@ -6,13 +6,37 @@ from functools import partial
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from exp.nb_09 import (AverageGrad, AverageSqrGrad, AvgStatsCallback, DataBunch, DataLoader, Dataset, ForeachOptimizer,
-                       Learner, Optimizer, ParamScheduler, Recorder, Sampler, Stat, StatefulOptimizer, StepCount,
-                       adam_opt, adam_step, debias, find_lr, l2_reg, lamb_opt, momentum_step, sched_lin, sched_no,
-                       sgd_opt, sgd_step, weight_decay)
+from exp.nb_09 import (
+    AverageGrad,
+    AverageSqrGrad,
+    DataBunch,
+    DataLoader,
+    Dataset,
+    ForeachOptimizer,
+    Learner,
+    Optimizer,
+    ParamScheduler,
+    Recorder,
+    Sampler,
+    Stat,
+    StatefulOptimizer,
+    StepCount,
+    adam_opt,
+    adam_step,
+    debias,
+    find_lr,
+    l2_reg,
+    lamb_opt,
+    momentum_step,
+    sched_lin,
+    sched_no,
+    sgd_opt,
+    sgd_step,
+    weight_decay,
+)
 
 
 def small_model(dtype=torch.float32, seed=0):
@@ -226,7 +250,8 @@ def test_state_dict_round_trip_resumes_the_trajectory(make):
     batches = [(torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(60)]
     for x, y in batches[:30]: F.cross_entropy(m_half(x), y).backward(); opt.step(); opt.zero_grad()
     sd_model, sd_opt = copy.deepcopy(m_half.state_dict()), opt.state_dict()
-    for x, y in batches[30:40]: F.cross_entropy(m_half(x), y).backward(); opt.step(); opt.zero_grad()   # saved copy unaffected
+    for x, y in batches[30:40]:                  # training on after saving leaves the saved copy alone
+        F.cross_entropy(m_half(x), y).backward(); opt.step(); opt.zero_grad()
     m_new = small_model(seed=5)
     m_new.load_state_dict(sd_model)
     opt_new = make(two_groups(m_new, lr2=0.7))
@@ -266,7 +291,8 @@ def make_data(n_train=32, n_valid=16, bs=8):
     x = torch.randn(n_train + n_valid, 6, generator=g)
     y = (x[:, 0] - x[:, 2] > 0).long()
     tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
-    return DataBunch(DataLoader(tds, Sampler(tds, bs), batched=True), DataLoader(vds, Sampler(vds, bs), batched=True), c=2)
+    dl = lambda ds: DataLoader(ds, Sampler(ds, bs), batched=True)
+    return DataBunch(dl(tds), dl(vds), c=2)
 
 
 def body_head(m): return [list(m[0].parameters()), list(m[2].parameters())]
@@ -342,6 +368,7 @@ def test_chunks():
 
 def test_steppers_must_be_functions_or_stats():
     m = small_model()
-    with pytest.raises(TypeError, match='a Stat needs a StatefulOptimizer'): Optimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)
-    with pytest.raises(TypeError, match="3 is not a stepper"): StatefulOptimizer(m.parameters(), [3], lr=0.1)
+    with pytest.raises(TypeError, match='a Stat needs a StatefulOptimizer'):
+        Optimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)
+    with pytest.raises(TypeError, match='3 is not a stepper'): StatefulOptimizer(m.parameters(), [3], lr=0.1)
     StatefulOptimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)          # fine
