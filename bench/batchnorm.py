@@ -18,8 +18,8 @@ import sys
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from exp.nb_07 import BatchNorm, conv_norm, get_cnn_model
 

@@ -25,13 +25,39 @@ import statistics
 import time
 
 import torch
-from torch import optim
-from exp.nb_08 import (BatchTransformXCallback, Callback, CategoryProcessor, DataBunch, Dataset, DeviceCallback,
-                       FASHION_CLASSES, ImageList, Learner, SplitData, conv_norm, data_dir, databunchify, decode_once,
-                       default_num_workers, export_image_folder, get_cnn_model, get_dls, get_fashion, get_files,
-                       grandparent_splitter, image_extensions, init_cnn, label_by_func, normalize_chan, parent_labeler,
-                       to_byte_tensor, to_float_tensor)
 import torch.nn.functional as F
+from torch import optim
+
+from exp.nb_08 import (
+    FASHION_CLASSES,
+    BatchTransformXCallback,
+    Callback,
+    CategoryProcessor,
+    DataBunch,
+    Dataset,
+    DeviceCallback,
+    ImageList,
+    Learner,
+    SplitData,
+    conv_norm,
+    data_dir,
+    databunchify,
+    decode_once,
+    default_num_workers,
+    export_image_folder,
+    get_cnn_model,
+    get_dls,
+    get_fashion,
+    get_files,
+    grandparent_splitter,
+    image_extensions,
+    init_cnn,
+    label_by_func,
+    normalize_chan,
+    parent_labeler,
+    to_byte_tensor,
+    to_float_tensor,
+)
 
 FOLDERS = [c.replace('/', '_') for c in FASHION_CLASSES]
 NFS = [16, 32, 64, 64, 64]  # as in lesson 07
@@ -76,10 +102,12 @@ def main():
     ts = []
     for _ in range(a.repeats):
         t0 = time.perf_counter(); files = get_files(path, image_extensions); ts.append(time.perf_counter() - t0)
-    print(f'(1) get_files: {len(files):,} files in {statistics.median(ts) * 1000:.0f} ms (median of {a.repeats}; target < 1000 ms)')
+    print(f'(1) get_files: {len(files):,} files in {statistics.median(ts) * 1000:.0f} ms '
+          f'(median of {a.repeats}; target < 1000 ms)')
 
     il = ImageList(files, path, tfms=[to_byte_tensor, to_float_tensor])
-    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(FOLDERS))
+    sd = SplitData.split_by_func(il, grandparent_splitter)
+    ll = label_by_func(sd, parent_labeler, proc_y=CategoryProcessor(FOLDERS))
     print('(2) images/s through the item pipeline, one pass over the training set:')
     for nw in (0, 1, 2):
         print(f'      num_workers={nw}: {images_per_s(databunchify(ll, a.bs, num_workers=nw).train_dl):8,.0f}')

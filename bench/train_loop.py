@@ -4,7 +4,7 @@
   (2) ours, batched   exp.nb_03 DataLoader(batched=True): one indexing op per batch
   (3) PyTorch         torch DataLoader(batch_size=bs, shuffle=True) + F.cross_entropy + optim.SGD (reference)
   (4) plain slices    no DataLoader: x[i:i+bs] in order
-(1), (2) and (4) use our `cross_entropy`, `Optimizer` and a shuffled `Sampler` ((4) does not shuffle).
+(1), (2) and (4) use our `cross_entropy`, `BasicOptimizer` and a shuffled `Sampler` ((4) does not shuffle).
 All four train the same nn.Sequential model. The data is random (speed does not depend on the values).
 Prints median samples/second over interleaved repeats and the ratio to (3), measured in this run, then the
 issue's target: the better of our DataLoader paths (1) and (2) against (3). (4) is not a DataLoader (no
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch import nn, optim
 
-from exp.nb_03 import DataLoader, Dataset, Optimizer, Sampler, cross_entropy
+from exp.nb_03 import BasicOptimizer, DataLoader, Dataset, Sampler, cross_entropy
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -63,7 +63,7 @@ def make_ways(x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, Callable[[
         def run() -> int:
             model = make_model()
             dl = DataLoader(ds, Sampler(ds, bs, shuffle=True), batched=batched)
-            return train_epoch(model, dl, cross_entropy, Optimizer(model.parameters(), lr=0.1))
+            return train_epoch(model, dl, cross_entropy, BasicOptimizer(model.parameters(), lr=0.1))
         return run
     def pytorch() -> int:
         model = make_model()
@@ -71,7 +71,7 @@ def make_ways(x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, Callable[[
         return train_epoch(model, dl, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
     def plain() -> int:
         model = make_model()
-        return train_epoch(model, slices(x, y, bs), cross_entropy, Optimizer(model.parameters(), lr=0.1))
+        return train_epoch(model, slices(x, y, bs), cross_entropy, BasicOptimizer(model.parameters(), lr=0.1))
     return {'(1) ours, per item': ours(False), '(2) ours, batched': ours(True),
             '(3) PyTorch DataLoader + SGD': pytorch, '(4) plain slices': plain}
 

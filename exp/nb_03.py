@@ -40,7 +40,7 @@ def accuracy(out, yb):
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 24
-class Optimizer:
+class BasicOptimizer:
     "Plain SGD: `step` moves each parameter by `-lr` times its gradient, `zero_grad` clears the gradients."
     def __init__(self, params, lr=0.5): self.params, self.lr = list(params), lr
 
@@ -161,6 +161,6 @@ def get_dls(train_ds, valid_ds, bs, **kwargs):
 
 # %% what `from exp.nb_03 import *` hands over (see notebook2script.py)
 from exp.nb_02 import __all__ as _nb_02_all
-__all__ = sorted({*_nb_02_all, 'DataLoader', 'Dataset', 'F', 'Optimizer', 'Sampler', 'accuracy', 'collate',
+__all__ = sorted({*_nb_02_all, 'BasicOptimizer', 'DataLoader', 'Dataset', 'F', 'Sampler', 'accuracy', 'collate',
     'cross_entropy', 'fit', 'get_dls', 'get_model', 'log_softmax', 'logsumexp', 'nll', 'nn', 'optim', 'tensor',
     'torch'})

@@ -103,14 +103,17 @@ def _as_list(o):
 
 # %% nbs/04_callbacks.ipynb, code cell 15
 class Learner:
-    "Model, optimizer, loss function and data, trained by one fixed loop that calls callbacks at each event."
-    def __init__(self, model, opt, loss_func, data, cbs=None):
-        self.model, self.opt, self.loss_func, self.data = model, opt, loss_func, data
+    "Model, optimizer (or a function `opt(params, lr=lr)` building one), loss function and data, trained by one fixed loop that calls callbacks at each event."
+    def __init__(self, model, opt, loss_func, data, cbs=None, lr=None, splitter=None):
+        self.model, self.loss_func, self.data, self.lr, self.splitter = model, loss_func, data, lr, splitter
+        self.opt_func = opt if callable(opt) else None        # a function that builds the optimizer...
+        self.opt = self.make_opt() if callable(opt) else opt  # ...or the optimizer itself
         self.in_train, self.cbs = False, []
         self.add_cbs([TrainEvalCallback()] + _as_list(cbs))
 
-    def fit(self, epochs, cbs=None):
+    def fit(self, epochs, cbs=None, reset_opt=False):
         "Train for `epochs` epochs, validating after each; `cbs` are extra callbacks for this call only."
+        if reset_opt: self.opt = self.make_opt()
         extra = self.add_cbs(cbs)
         self.epochs, self.epoch, self.loss = epochs, 0, None
         try:
@@ -168,7 +171,20 @@ def _event(self, event):
         f = getattr(cb, event, None)
         if f is not None: f()
 
-Learner.add_cbs, Learner.remove_cbs, Learner.__call__ = _attach, _detach, _event
+def _param_groups(ps):
+    "Parameters, a list of lists of them, or a list of dicts with 'params' (PyTorch's parameter groups): as a list."
+    ps = list(ps)
+    return [g if isinstance(g, dict) else {'params': list(g)} for g in ps] if ps and not torch.is_tensor(ps[0]) else ps
+
+def _make_opt(self):
+    "Build a fresh optimizer: `opt_func(groups, lr=lr)`, the groups from `splitter(model)` (default: all parameters)."
+    if self.opt_func is None:
+        raise ValueError("Learner: this learner was given an optimizer object, so it cannot build a new one "
+                         "(reset_opt=True); pass a function instead, e.g. Learner(model, torch.optim.SGD, ..., lr=0.1)")
+    groups = _param_groups(self.splitter(self.model) if self.splitter else self.model.parameters())
+    return self.opt_func(groups) if self.lr is None else self.opt_func(groups, lr=self.lr)
+
+Learner.add_cbs, Learner.remove_cbs, Learner.__call__, Learner.make_opt = _attach, _detach, _event, _make_opt
 
 
 # %% nbs/04_callbacks.ipynb, code cell 17
@@ -178,7 +194,7 @@ def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# %% nbs/04_callbacks.ipynb, code cell 24
+# %% nbs/04_callbacks.ipynb, code cell 25
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -206,7 +222,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 26
+# %% nbs/04_callbacks.ipynb, code cell 27
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -216,7 +232,7 @@ def _table_line(vals, widths):
     return '  '.join(_fmt(v).rjust(w) for v, w in zip(vals, widths))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 27
+# %% nbs/04_callbacks.ipynb, code cell 28
 class AvgStatsCallback(Callback):
     "Training and validation AvgStats; after each epoch adds a row to `history` and prints it (if `show`)."
     def __init__(self, metrics=(), show=True, train_metrics=True):
@@ -244,7 +260,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 28
+# %% nbs/04_callbacks.ipynb, code cell 29
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -255,7 +271,7 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# %% nbs/04_callbacks.ipynb, code cell 30
+# %% nbs/04_callbacks.ipynb, code cell 31
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
     _order = 10
@@ -288,7 +304,7 @@ class ProgressCallback(Callback):
         if self.mbar is not None: self.mbar.close(); self.mbar = None
 
 
-# %% nbs/04_callbacks.ipynb, code cell 35
+# %% nbs/04_callbacks.ipynb, code cell 36
 def _check_events(cb):
     "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
     for k in dir(type(cb)):
@@ -298,7 +314,7 @@ def _check_events(cb):
 _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
 
 
-# %% nbs/04_callbacks.ipynb, code cell 36
+# %% nbs/04_callbacks.ipynb, code cell 37
 def _check_name(learn, cb, others=()):
     "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
     n = cb.name
@@ -310,7 +326,7 @@ def _check_name(learn, cb, others=()):
         raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
 
-# %% nbs/04_callbacks.ipynb, code cell 38
+# %% nbs/04_callbacks.ipynb, code cell 39
 def _add_cbs(self, cbs):
     "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
     new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
@@ -326,7 +342,7 @@ def _remove_cbs(self, cbs):
 Learner.add_cbs, Learner.remove_cbs = _add_cbs, _remove_cbs
 
 
-# %% nbs/04_callbacks.ipynb, code cell 41
+# %% nbs/04_callbacks.ipynb, code cell 42
 _BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
 CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
     CancelBatchException: _BATCH_STEPS,
@@ -335,7 +351,7 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# %% nbs/04_callbacks.ipynb, code cell 43
+# %% nbs/04_callbacks.ipynb, code cell 44
 def _build_handlers(self):
     "Look up each callback's method for each event, once; lowest `_order` first."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)

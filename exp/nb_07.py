@@ -3,12 +3,12 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/07_batchnorm.ipynb, code cell 1
+# %% nbs/07_batchnorm.ipynb, code cell 1
 from exp.nb_06 import *
 import functools, math, time
 
 
-# nbs/07_batchnorm.ipynb, code cell 5
+# %% nbs/07_batchnorm.ipynb, code cell 5
 def _c(t):
     "A per-channel vector (C,) reshaped to (C, 1, 1), to broadcast over (N, C, H, W)."
     return t[:, None, None]
@@ -38,13 +38,13 @@ class BatchNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# nbs/07_batchnorm.ipynb, code cell 9
+# %% nbs/07_batchnorm.ipynb, code cell 9
 def conv_norm(ni, nf, ks=3, stride=2, norm=BatchNorm, **kwargs):
     "nn.Conv2d(ni, nf, ks, stride, padding ks//2, no bias), then `norm(nf)`, then GeneralRelu(**kwargs)."
     return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=False), norm(nf), GeneralRelu(**kwargs))
 
 
-# nbs/07_batchnorm.ipynb, code cell 19
+# %% nbs/07_batchnorm.ipynb, code cell 19
 class LayerNorm(nn.Module):
     "Layer normalisation: each sample normalised over all its channels and positions; learned per-channel scale and shift."
     def __init__(self, nf, eps=1e-5):
@@ -59,7 +59,7 @@ class LayerNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# nbs/07_batchnorm.ipynb, code cell 21
+# %% nbs/07_batchnorm.ipynb, code cell 21
 class InstanceNorm(nn.Module):
     "Instance normalisation: each channel of each sample normalised over its positions; learned per-channel scale and shift."
     def __init__(self, nf, eps=1e-5):
@@ -74,7 +74,7 @@ class InstanceNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# nbs/07_batchnorm.ipynb, code cell 24
+# %% nbs/07_batchnorm.ipynb, code cell 24
 class GroupNorm(nn.Module):
     "Group normalisation: each sample's channels split into `groups`, each group normalised over its channels and positions."
     def __init__(self, groups, nf, eps=1e-5):
@@ -92,7 +92,7 @@ class GroupNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# nbs/07_batchnorm.ipynb, code cell 31
+# %% nbs/07_batchnorm.ipynb, code cell 31
 class RunningBatchNorm(nn.Module):
     "Batchnorm that normalises with running statistics in training too (this batch mixed in first), so tiny batches work."
     def __init__(self, nf, mom=0.1, eps=1e-5):
@@ -125,7 +125,7 @@ class RunningBatchNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# nbs/07_batchnorm.ipynb, code cell 37
+# %% nbs/07_batchnorm.ipynb, code cell 37
 class _BatchNormTrain(torch.autograd.Function):
     "Batchnorm in training with a hand-written backward; also returns the batch's mean and biased variance."
     @staticmethod
@@ -148,7 +148,7 @@ class _BatchNormTrain(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-# nbs/07_batchnorm.ipynb, code cell 39
+# %% nbs/07_batchnorm.ipynb, code cell 39
 def _check_nchw(layer, x, nf):
     "Refuse an input that is not (N, nf, H, W), naming the layer and the shape."
     if x.dim() != 4 or x.shape[1] != nf:
@@ -170,3 +170,9 @@ def _batchnorm_forward(self, x):
 
 if not hasattr(BatchNorm, 'forward_plain'): BatchNorm.forward_plain = BatchNorm.forward
 BatchNorm.forward = _batchnorm_forward
+
+
+# %% what `from exp.nb_07 import *` hands over (see notebook2script.py)
+from exp.nb_06 import __all__ as _nb_06_all
+__all__ = sorted({*_nb_06_all, 'BatchNorm', 'GroupNorm', 'InstanceNorm', 'LayerNorm', 'RunningBatchNorm',
+    'conv_norm', 'math', 'time'})

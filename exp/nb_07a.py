@@ -3,12 +3,12 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/07a_lsuv.ipynb, code cell 1
+# %% nbs/07a_lsuv.ipynb, code cell 1
 from exp.nb_07 import *
 import warnings
 
 
-# nbs/07a_lsuv.ipynb, code cell 3
+# %% nbs/07a_lsuv.ipynb, code cell 3
 def _lsuv_stats(hook, mod, inp, outp):
     "Hook function: store the mean and std of the module's output on the hook (`hook.mean`, `hook.std`)."
     d = outp.detach()
@@ -24,7 +24,7 @@ def layer_stats(model, xb, layers=None):
     return [(h.mean, h.std) for h in hooks]
 
 
-# nbs/07a_lsuv.ipynb, code cell 5
+# %% nbs/07a_lsuv.ipynb, code cell 5
 def _first_weight_layer(layer):
     "The first convolution or linear layer inside `layer`: the one LSUV rescales."
     for m in layer.modules():
@@ -57,3 +57,8 @@ def lsuv_init(model, xb, layers=None, tol=1e-3, max_iter=30):
                     warnings.warn(f"lsuv_init: layer {i} still has mean {h.mean:.3g}, std {h.std:.3g} after {max_iter} rounds")
                 res.append((h.mean, h.std))
     return res
+
+
+# %% what `from exp.nb_07a import *` hands over (see notebook2script.py)
+from exp.nb_07 import __all__ as _nb_07_all
+__all__ = sorted({*_nb_07_all, 'layer_stats', 'lsuv_init'})

@@ -3,7 +3,7 @@
 # Each block below is preceded by the notebook cell it came from (code cells counted from 1).
 
 
-# nbs/08_data_block.ipynb, code cell 1
+# %% nbs/08_data_block.ipynb, code cell 1
 from exp.nb_07 import *
 import functools, itertools, math, os, sys, time
 import hashlib as _hashlib, json as _json, mimetypes as _mimetypes, operator as _operator
@@ -13,7 +13,7 @@ from exp.nb_00a import _short
 from exp.nb_04 import _as_list
 
 
-# nbs/08_data_block.ipynb, code cell 2
+# %% nbs/08_data_block.ipynb, code cell 2
 class ImageError(DataError):
     "An image file cannot be read, or an image folder is not what it should be."
 
@@ -25,7 +25,7 @@ def _check_classes(classes):
     if len(set(classes)) != len(classes): raise ValueError(f'class names repeat: {list(classes)}')
 
 
-# nbs/08_data_block.ipynb, code cell 3
+# %% nbs/08_data_block.ipynb, code cell 3
 def _as_uint8_images(x):
     "uint8 images (n, h, w) from `x`: uint8 or floats in [0, 1], shaped (n, h, w) or as square rows (n, h*w)."
     x = torch.as_tensor(x).detach().cpu()
@@ -37,7 +37,7 @@ def _as_uint8_images(x):
     return (x * 255).round().to(torch.uint8)
 
 
-# nbs/08_data_block.ipynb, code cell 4
+# %% nbs/08_data_block.ipynb, code cell 4
 def _tree_info(x, y, classes):
     "What an exported split holds: image count, class folders and a sha256 of pixels and labels."
     h = _hashlib.sha256(x.numpy().tobytes())
@@ -45,7 +45,7 @@ def _tree_info(x, y, classes):
     return {'n': len(x), 'classes': list(classes), 'sha256': h.hexdigest()}
 
 
-# nbs/08_data_block.ipynb, code cell 5
+# %% nbs/08_data_block.ipynb, code cell 5
 def _write_json(path, obj):
     "Write `obj` as JSON to `path` atomically (temp file + rename)."
     tmp = path.with_name(f'.{path.name}.tmp')
@@ -58,7 +58,7 @@ def _save_png(img, fn):
     os.replace(tmp, fn)
 
 
-# nbs/08_data_block.ipynb, code cell 6
+# %% nbs/08_data_block.ipynb, code cell 6
 def _present(root, classes):
     "The visible file names in each class folder of `root` (a dict of sets); removes leftover temp files."
     res = {}
@@ -73,7 +73,7 @@ def _present(root, classes):
     return res
 
 
-# nbs/08_data_block.ipynb, code cell 7
+# %% nbs/08_data_block.ipynb, code cell 7
 def _expected(y, classes, width):
     "The file names each class folder should hold: {class: {'00042.png', ...}}."
     res = {c: set() for c in classes}
@@ -88,7 +88,7 @@ def _missing(root, y, classes, width):
     return [i for i, k in enumerate(y.tolist()) if f'{i:0{width}d}.png' not in have[classes[k]]]
 
 
-# nbs/08_data_block.ipynb, code cell 8
+# %% nbs/08_data_block.ipynb, code cell 8
 def _check_tree(root, info):
     "Refuse a split folder written from other data, or one not written by export_image_folder."
     mf = root/'.export.json'
@@ -104,7 +104,7 @@ def _check_tree(root, info):
     return False
 
 
-# nbs/08_data_block.ipynb, code cell 9
+# %% nbs/08_data_block.ipynb, code cell 9
 def export_image_folder(x, y, classes, dest, split='train', show=None):
     "Write images `x` (uint8, or floats in [0,1]) with labels `y` as PNGs dest/split/<class>/<index>.png; skips or resumes."
     x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y).cpu(), list(classes), Path(dest)/split
@@ -124,7 +124,7 @@ def export_image_folder(x, y, classes, dest, split='train', show=None):
     return root
 
 
-# nbs/08_data_block.ipynb, code cell 13
+# %% nbs/08_data_block.ipynb, code cell 13
 image_extensions = {k for k, v in _mimetypes.types_map.items() if v.startswith('image/')}
 
 def _norm_exts(extensions):
@@ -134,7 +134,7 @@ def _norm_exts(extensions):
     return {e.lower() if e.startswith('.') else f'.{e.lower()}' for e in extensions}
 
 
-# nbs/08_data_block.ipynb, code cell 14
+# %% nbs/08_data_block.ipynb, code cell 14
 def _scan(folder, extensions):
     "Sorted names of the visible files in `folder` with a suffix in `extensions` (any if None), and of its visible sub-folders."
     files, dirs = [], []
@@ -146,7 +146,7 @@ def _scan(folder, extensions):
     return sorted(files), sorted(dirs)
 
 
-# nbs/08_data_block.ipynb, code cell 15
+# %% nbs/08_data_block.ipynb, code cell 15
 def get_files(path, extensions=None, recurse=True, include=None):
     "Paths of the files under `path` with a suffix in `extensions`; hidden ones skipped, sorted by folder, then name."
     path, extensions = Path(path), _norm_exts(extensions)
@@ -162,7 +162,7 @@ def get_files(path, extensions=None, recurse=True, include=None):
     return res
 
 
-# nbs/08_data_block.ipynb, code cell 18
+# %% nbs/08_data_block.ipynb, code cell 18
 def _order(f):
     "A function's place in a pipeline: its `_order` attribute, 0 if it has none."
     return getattr(f, '_order', 0)
@@ -173,7 +173,7 @@ def compose(x, funcs, *args, **kwargs):
     return x
 
 
-# nbs/08_data_block.ipynb, code cell 20
+# %% nbs/08_data_block.ipynb, code cell 20
 class ItemList:
     "Items with a `get` (identity here) and transforms `tfms`: `il[i]` is one built item; a slice, mask or index list gives an ItemList."
     def __init__(self, items, path='.', tfms=None): self.items, self.path, self.tfms = list(items), Path(path), _as_list(tfms)
@@ -188,7 +188,7 @@ class ItemList:
         return type(self)(items, self.path, tfms=self.tfms)
 
 
-# nbs/08_data_block.ipynb, code cell 21
+# %% nbs/08_data_block.ipynb, code cell 21
 def _getitem(self, idx):
     "One built item for an int; a new ItemList for a slice, a boolean mask or a list/tensor of indices."
     if isinstance(idx, slice): return self.new(self.items[idx])
@@ -202,7 +202,7 @@ def _getitem(self, idx):
     return self.new([self.items[i] for i in idx])
 
 
-# nbs/08_data_block.ipynb, code cell 22
+# %% nbs/08_data_block.ipynb, code cell 22
 def _show_item(self, o):
     "How an item looks in a repr: paths relative to the list's path."
     if isinstance(o, Path):
@@ -217,7 +217,7 @@ def _repr(self):
 ItemList.__getitem__, ItemList._show_item, ItemList.__repr__ = _getitem, _show_item, _repr
 
 
-# nbs/08_data_block.ipynb, code cell 24
+# %% nbs/08_data_block.ipynb, code cell 24
 def open_image(fn):
     "The image in file `fn`, fully read (PIL); ImageError naming the file if it cannot be decoded."
     try:
@@ -228,7 +228,7 @@ def open_image(fn):
         raise ImageError(f'{fn}: cannot read the image ({type(e).__name__}: {e})') from e
 
 
-# nbs/08_data_block.ipynb, code cell 25
+# %% nbs/08_data_block.ipynb, code cell 25
 class ImageList(ItemList):
     "An ItemList of image files: `get` opens one with PIL."
     @classmethod
@@ -240,14 +240,14 @@ class ImageList(ItemList):
         return open_image(fn)
 
 
-# nbs/08_data_block.ipynb, code cell 27
+# %% nbs/08_data_block.ipynb, code cell 27
 def grandparent_splitter(fn, valid_name='valid', train_name='train'):
     "True for a file two levels under a `valid_name` folder, False under `train_name`, None (dropped) otherwise."
     gp = fn.parent.parent.name
     return True if gp == valid_name else False if gp == train_name else None
 
 
-# nbs/08_data_block.ipynb, code cell 28
+# %% nbs/08_data_block.ipynb, code cell 28
 class SplitData:
     "A training and a validation set (ItemLists, or LabeledData once labelled)."
     def __init__(self, train, valid): self.train, self.valid = train, valid
@@ -261,7 +261,7 @@ class SplitData:
     def __repr__(self): return f'{type(self).__name__}\n  train: {self.train!r}\n  valid: {self.valid!r}'
 
 
-# nbs/08_data_block.ipynb, code cell 30
+# %% nbs/08_data_block.ipynb, code cell 30
 def parent_labeler(fn):
     "The label of file `fn`: the name of the folder it is in."
     return fn.parent.name
@@ -274,7 +274,7 @@ class Processor:
         return items
 
 
-# nbs/08_data_block.ipynb, code cell 31
+# %% nbs/08_data_block.ipynb, code cell 31
 class CategoryProcessor(Processor):
     "Labels to ints by position in `vocab`: given, or the sorted labels of the first list processed (the training set)."
     def __init__(self, vocab=None): self.vocab = None if vocab is None else list(vocab)
@@ -293,7 +293,7 @@ class CategoryProcessor(Processor):
         return [self.vocab[i] for i in idxs]
 
 
-# nbs/08_data_block.ipynb, code cell 32
+# %% nbs/08_data_block.ipynb, code cell 32
 class LabeledData:
     "Inputs `x` and labels `y` (ItemLists), each processed once by its processors: `ld[i]` is `(x[i], y[i])`."
     def __init__(self, x, y, proc_x=None, proc_y=None):
@@ -310,14 +310,14 @@ class LabeledData:
         return cls(il, ItemList([f(o) for o in il.items], il.path), proc_x, proc_y)
 
 
-# nbs/08_data_block.ipynb, code cell 33
+# %% nbs/08_data_block.ipynb, code cell 33
 def label_by_func(sd, f, proc_x=None, proc_y=None):
     "Label both halves of SplitData `sd` with `f`: processors are set up on the training set, then applied to validation."
     train = LabeledData.label_by_func(sd.train, f, proc_x, proc_y)     # first: the processors learn from it
     return SplitData(train, LabeledData.label_by_func(sd.valid, f, proc_x, proc_y))
 
 
-# nbs/08_data_block.ipynb, code cell 37
+# %% nbs/08_data_block.ipynb, code cell 37
 class Transform:
     "Base class for item transforms: a callable with an `_order` (lowest runs first)."
     _order = 0
@@ -334,7 +334,7 @@ def to_float_tensor(x):
 to_float_tensor._order = 30
 
 
-# nbs/08_data_block.ipynb, code cell 42
+# %% nbs/08_data_block.ipynb, code cell 42
 def _vocab(ds):
     "The vocab of the first CategoryProcessor labelling data set `ds`, or None."
     return next((p.vocab for p in getattr(ds, 'proc_y', []) if isinstance(p, CategoryProcessor)), None)
@@ -344,7 +344,7 @@ def _n_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
-# nbs/08_data_block.ipynb, code cell 43
+# %% nbs/08_data_block.ipynb, code cell 43
 def default_num_workers():
     "Worker processes for a training DataLoader: one per core, less one for the training loop (at most 8); 0 off Linux."
     return max(0, min(_n_cores() - 1, 8)) if sys.platform.startswith('linux') else 0
@@ -354,7 +354,7 @@ def _worker_kwargs(nw):
     return dict(num_workers=nw, multiprocessing_context='fork' if nw > 0 and sys.platform.startswith('linux') else None)
 
 
-# nbs/08_data_block.ipynb, code cell 44
+# %% nbs/08_data_block.ipynb, code cell 44
 def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
     "A DataBunch from labelled SplitData `sd`: PyTorch DataLoaders (training shuffled, validation in order with 2*bs), `c_in` and `c_out`."
     batched = getattr(sd.train, 'batched', False)     # tensors in memory: one indexing op per batch, no workers needed
@@ -371,7 +371,7 @@ def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
 SplitData.to_databunch = databunchify
 
 
-# nbs/08_data_block.ipynb, code cell 46
+# %% nbs/08_data_block.ipynb, code cell 46
 def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     "A grid of `n` images of a batch of `data` (training, or validation) with their labels."
     xb, yb = next(iter(data.valid_dl if valid else data.train_dl))
@@ -385,7 +385,7 @@ def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     plt.tight_layout(); plt.show()
 
 
-# nbs/08_data_block.ipynb, code cell 49
+# %% nbs/08_data_block.ipynb, code cell 49
 class TensorData:
     "Labelled data held in tensors: `ds[idxs]` is `(compose(x[idxs], tfms), y[idxs])`, for a whole batch of indices at once."
     batched = True
@@ -397,7 +397,7 @@ class TensorData:
     def __repr__(self): return f'{type(self).__name__}: x {tuple(self.x.shape)} {self.x.dtype}, y {tuple(self.y.shape)}'
 
 
-# nbs/08_data_block.ipynb, code cell 50
+# %% nbs/08_data_block.ipynb, code cell 50
 def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     "LabeledData (or SplitData of them) read once through the x transforms below `upto`, as TensorData; the rest run per batch."
     if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
@@ -409,20 +409,20 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)
 
 
-# nbs/08_data_block.ipynb, code cell 53
+# %% nbs/08_data_block.ipynb, code cell 53
 def normalize_chan(x, mean, std):
     "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
     mean, std = mean.to(x.device), std.to(x.device)
     return (x - mean[..., None, None]) / std[..., None, None]
 
 
-# nbs/08_data_block.ipynb, code cell 55
+# %% nbs/08_data_block.ipynb, code cell 55
 def _layer_name(m):
     "A short name for layer `m`: its class, or for a Sequential the classes inside, joined by '+'."
     return '+'.join(type(c).__name__ for c in m.children()) if isinstance(m, nn.Sequential) else type(m).__name__
 
 
-# nbs/08_data_block.ipynb, code cell 56
+# %% nbs/08_data_block.ipynb, code cell 56
 def model_summary(model, xb, show=True):
     "Output shape and parameter count of each top-level layer of `model` for the batch `xb` (via Hooks); prints a table."
     rows, mods, was_training = [], list(model.children()), model.training
@@ -436,3 +436,12 @@ def model_summary(model, xb, show=True):
         for i, (n, s, p) in enumerate(rows): print(f'{i:>2}  {n:<{w}}  {str(s):<18} {p:>8,}')
         print(f'{"":>2}  {"total parameters":<{w}}  {"":<18} {sum(r[2] for r in rows):>8,}')
     return rows
+
+
+# %% what `from exp.nb_08 import *` hands over (see notebook2script.py)
+from exp.nb_07 import __all__ as _nb_07_all
+__all__ = sorted({*_nb_07_all, 'CategoryProcessor', 'ImageError', 'ImageList', 'ItemList', 'LabeledData',
+    'Processor', 'SplitData', 'TensorData', 'Transform', 'compose', 'databunchify', 'decode_once',
+    'default_num_workers', 'export_image_folder', 'get_files', 'grandparent_splitter', 'image_extensions',
+    'label_by_func', 'math', 'model_summary', 'normalize_chan', 'open_image', 'parent_labeler', 'show_batch',
+    'time', 'to_byte_tensor', 'to_float_tensor'})

@@ -4,12 +4,20 @@ import math
 
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from exp.nb_07 import (BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RunningBatchNorm, conv_norm, get_cnn_model,
-                       GeneralRelu)
-from exp.nb_07 import _BatchNormTrain
+from exp.nb_07 import (
+    BatchNorm,
+    GeneralRelu,
+    GroupNorm,
+    InstanceNorm,
+    LayerNorm,
+    RunningBatchNorm,
+    _BatchNormTrain,
+    conv_norm,
+    get_cnn_model,
+)
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 SHAPE = (8, 6, 5, 7)

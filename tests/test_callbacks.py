@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from exp.nb_04 import (
     CANCEL_EVENTS,
@@ -18,6 +19,7 @@ from exp.nb_04 import (
     CancelTrainException,
     DataBunch,
     Dataset,
+    Learner,
     ProgressCallback,
     TrainEvalCallback,
     accuracy,
@@ -27,7 +29,7 @@ from exp.nb_04 import (
     progress_enabled,
 )
 
-from conftest import make_learner
+from conftest import make_data, make_learner
 
 TRAIN_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step', 'after_batch']
 VALID_BATCH = ['begin_batch', 'after_pred', 'after_loss', 'after_batch']
@@ -481,3 +483,49 @@ def test_progress_callback_shows_bars_when_asked(capsys):
     err = capsys.readouterr().err
     assert 'epochs' in err and '2/2' in err
     assert learn.progress.mbar is None and learn.progress.pbar is None     # all bars closed
+
+
+# ------------------------------------------------------------------ the optimizer: given, or built by the learner
+
+def test_learner_builds_its_optimizer_from_a_function():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 2)
+    seen = []
+    def opt_func(params, lr):
+        seen.append(params)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    learn = Learner(model, opt_func, F.cross_entropy, make_data(), lr=0.3)
+    assert learn.opt_func is opt_func and learn.lr == 0.3
+    assert seen[0] == [model.weight, model.bias] and learn.opt.param_groups[0]['lr'] == 0.3
+    w0 = model.weight.detach().clone()
+    learn.fit(1)
+    assert not torch.equal(model.weight, w0) and len(learn.opt.state) == 2
+    opt1 = learn.opt
+    learn.fit(1, reset_opt=True)                       # a fresh optimizer over the same (trained) parameters
+    assert learn.opt is not opt1 and len(seen) == 2 and seen[1][0] is model.weight
+
+
+def test_learner_splitter_gives_parameter_groups():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    as_lists = lambda m: [list(m[0].parameters()), list(m[2].parameters())]
+    as_dicts = lambda m: [{'params': m[0].parameters(), 'lr': 0.01}, {'params': m[2].parameters()}]
+    for splitter, lrs in ((as_lists, [0.1, 0.1]), (as_dicts, [0.01, 0.1])):
+        learn = Learner(model, torch.optim.SGD, F.cross_entropy, make_data(), lr=0.1, splitter=splitter)
+        assert [pg['lr'] for pg in learn.opt.param_groups] == lrs
+        assert learn.opt.param_groups[1]['params'] == [model[2].weight, model[2].bias]
+
+
+def test_learner_without_lr_uses_the_functions_default():
+    learn = Learner(nn.Linear(5, 2), torch.optim.Adam, F.cross_entropy, make_data())
+    assert learn.lr is None and learn.opt.param_groups[0]['lr'] == 1e-3
+
+
+def test_learner_given_an_optimizer_cannot_reset_it():
+    learn = make_learner()
+    assert learn.opt_func is None
+    opt = learn.opt
+    learn.fit(1)
+    assert learn.opt is opt
+    with pytest.raises(ValueError, match='cannot build a new one'): learn.fit(1, reset_opt=True)
+    assert learn.opt is opt

@@ -1,18 +1,33 @@
 """The data block pipeline of lesson 08 (issue 16) on small image trees built in tmp_path: export_image_folder
 (atomic files, skip, resume, refusals), get_files, ItemList indexing, splitting, labelling, CategoryProcessor,
 transforms, decode_once and databunchify, checked against the tensors the trees were written from."""
-import json, os
-from pathlib import Path
+import json
 
 import pytest
 import torch
 from PIL import Image
 
 import exp.nb_08 as nb
-from exp.nb_08 import (CategoryProcessor, ImageError, ImageList, ItemList, LabeledData, SplitData, compose,
-                       databunchify, decode_once, export_image_folder, get_files, grandparent_splitter,
-                       image_extensions, label_by_func, load_fashion_sample, normalize_chan, parent_labeler,
-                       to_byte_tensor, to_float_tensor)
+from exp.nb_08 import (
+    CategoryProcessor,
+    ImageError,
+    ImageList,
+    ItemList,
+    SplitData,
+    compose,
+    databunchify,
+    decode_once,
+    export_image_folder,
+    get_files,
+    grandparent_splitter,
+    image_extensions,
+    label_by_func,
+    load_fashion_sample,
+    normalize_chan,
+    parent_labeler,
+    to_byte_tensor,
+    to_float_tensor,
+)
 
 CLASSES = ['T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 
@@ -54,7 +69,8 @@ def test_export_writes_one_png_per_image_in_its_class_folder(tree, sample):
     assert f'train/{CLASSES[y[7]]}/07.png' in files and f'valid/{CLASSES[yv[3]]}/03.png' in files
     with Image.open(tree/'train'/CLASSES[y[7]]/'07.png') as im:
         assert (im.mode, im.size) == ('L', (28, 28))
-        assert torch.equal(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8), (x[7] * 255).round().to(torch.uint8))
+        pixels = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
+        assert torch.equal(pixels, (x[7] * 255).round().to(torch.uint8))
     info = json.loads((tree/'train'/'.export.json').read_text())
     assert info['complete'] is True and info['n'] == len(x) and info['classes'] == CLASSES
 
@@ -118,11 +134,15 @@ def test_export_refuses_bad_input(tmp_path, sample):
     x, y, _, _ = sample
     with pytest.raises(ValueError, match="class name 'T-shirt/top' cannot be a folder name"):
         export_image_folder(x, y, ['T-shirt/top'] + CLASSES[1:], tmp_path, show=False)
-    with pytest.raises(ValueError, match='60 images but 59 labels'): export_image_folder(x, y[1:], CLASSES, tmp_path, show=False)
-    with pytest.raises(ValueError, match=r'labels must be in 0\.\.1'): export_image_folder(x, y, CLASSES[:2], tmp_path, show=False)
-    with pytest.raises(ValueError, match=r'pixels in \[0, 1\]'): export_image_folder(x * 2, y, CLASSES, tmp_path, show=False)
+    with pytest.raises(ValueError, match='60 images but 59 labels'):
+        export_image_folder(x, y[1:], CLASSES, tmp_path, show=False)
+    with pytest.raises(ValueError, match=r'labels must be in 0\.\.1'):
+        export_image_folder(x, y, CLASSES[:2], tmp_path, show=False)
+    with pytest.raises(ValueError, match=r'pixels in \[0, 1\]'):
+        export_image_folder(x * 2, y, CLASSES, tmp_path, show=False)
     with pytest.raises(ValueError, match='shape'): export_image_folder(x[:, :780], y, CLASSES, tmp_path, show=False)
-    with pytest.raises(TypeError, match='labels must be integers'): export_image_folder(x, y.float(), CLASSES, tmp_path, show=False)
+    with pytest.raises(TypeError, match='labels must be integers'):
+        export_image_folder(x, y.float(), CLASSES, tmp_path, show=False)
     assert not (tmp_path/'train').exists()
 
 
@@ -143,7 +163,8 @@ def test_get_files_finds_exactly_the_right_files(messy):
                                                        'train/b/deeper/4.png', 'valid/a/5.png']
     assert rel(get_files(messy)) == ['top.png', 'train/a/1.PNG', 'train/a/2.png', 'train/a/notes.txt', 'train/b/3.jpg',
                                      'train/b/deeper/4.png', 'valid/a/5.png']
-    assert rel(get_files(messy, ['png'])) == ['top.png', 'train/a/1.PNG', 'train/a/2.png', 'train/b/deeper/4.png', 'valid/a/5.png']
+    want = ['top.png', 'train/a/1.PNG', 'train/a/2.png', 'train/b/deeper/4.png', 'valid/a/5.png']
+    assert rel(get_files(messy, ['png'])) == want
     assert rel(get_files(messy, '.txt')) == ['train/a/notes.txt']
     assert rel(get_files(messy, '.png', recurse=False)) == ['top.png']
     assert rel(get_files(messy, '.png', include=['valid'])) == ['top.png', 'valid/a/5.png']
@@ -188,7 +209,8 @@ def test_split_and_label(tree, sample):
 
 def test_splitter_drops_items_outside_train_and_valid(messy):
     sd = SplitData.split_by_func(ImageList.from_files(messy), grandparent_splitter)
-    assert [f.name for f in sd.train.items] == ['1.PNG', '2.png', '3.jpg'] and [f.name for f in sd.valid.items] == ['5.png']
+    assert [f.name for f in sd.train.items] == ['1.PNG', '2.png', '3.jpg']
+    assert [f.name for f in sd.valid.items] == ['5.png']
 
 
 def test_category_processor_round_trips_and_refuses_unseen_labels():
@@ -215,7 +237,8 @@ def test_unseen_validation_label_is_an_error(tree):
 def test_pipeline_gives_the_tensors_the_tree_was_written_from(tree, sample):
     x, y, xv, yv = sample
     il = ImageList.from_files(tree, tfms=[to_float_tensor, to_byte_tensor])
-    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(CLASSES))
+    sd = SplitData.split_by_func(il, grandparent_splitter)
+    ll = label_by_func(sd, parent_labeler, proc_y=CategoryProcessor(CLASSES))
     for ld, (a, b) in ((ll.train, (x, y)), (ll.valid, (xv, yv))):
         xs, ys = _in_original_order(ld)
         assert xs.dtype == torch.float32 and torch.equal(xs, a) and torch.equal(ys, b)
@@ -233,7 +256,8 @@ def test_normalize_chan():
     x = torch.rand(4, 3, 5, 5)
     m, s = x.mean((0, 2, 3)), x.std((0, 2, 3))
     out = normalize_chan(x, m, s)
-    assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-6) and torch.allclose(out.std((0, 2, 3)), torch.ones(3))
+    assert torch.allclose(out.mean((0, 2, 3)), torch.zeros(3), atol=1e-6)
+    assert torch.allclose(out.std((0, 2, 3)), torch.ones(3))
 
 
 def test_truncated_png_error_names_the_file(tree, sample):
@@ -251,7 +275,8 @@ def test_truncated_png_error_names_the_file(tree, sample):
 def test_databunchify_and_decode_once(tree, sample, nw):
     x, y, xv, yv = sample
     il = ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor])
-    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(CLASSES))
+    sd = SplitData.split_by_func(il, grandparent_splitter)
+    ll = label_by_func(sd, parent_labeler, proc_y=CategoryProcessor(CLASSES))
     data = databunchify(ll, 16, num_workers=nw)
     assert (data.c_in, data.c_out, data.c) == (1, 10, 10)
     xb, yb = next(iter(data.valid_dl))
@@ -271,6 +296,7 @@ def test_databunchify_and_decode_once(tree, sample, nw):
 
 def test_model_summary_shapes_params_and_no_side_effects(capsys):
     from torch import nn
+
     from exp.nb_08 import model_summary
     model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
@@ -289,5 +315,6 @@ def test_decode_once_names_a_damaged_file_even_in_a_worker(tree, nw):
     fn = sorted((tree/'valid').rglob('*.png'))[3]
     fn.write_bytes(fn.read_bytes()[:40])
     il = ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor])
-    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(CLASSES))
+    sd = SplitData.split_by_func(il, grandparent_splitter)
+    ll = label_by_func(sd, parent_labeler, proc_y=CategoryProcessor(CLASSES))
     with pytest.raises(ImageError, match=f'{fn}: cannot read the image'): decode_once(ll, num_workers=nw)

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn, optim
 
 from exp.nb_03 import (
+    BasicOptimizer,
     DataLoader,
     Dataset,
-    Optimizer,
     Sampler,
     accuracy,
     collate,
@@ -185,7 +185,7 @@ def test_dataloader_paths_give_the_same_batches():
 def test_optimizer_step_on_a_toy_problem():
     w = torch.zeros(2, requires_grad=True)
     target = torch.tensor([3., -1.])
-    opt = Optimizer([w], lr=0.1)
+    opt = BasicOptimizer([w], lr=0.1)
     ((w - target) ** 2).sum().backward()             # gradient 2 * (w - target) = [-6, 2]
     opt.step()
     torch.testing.assert_close(w.detach(), torch.tensor([0.6, -0.2]))
@@ -202,7 +202,8 @@ def test_optimizer_matches_torch_sgd_and_skips_params_without_grad():
     m1 = nn.Linear(4, 3); m2 = nn.Linear(4, 3); m2.load_state_dict(m1.state_dict())
     frozen = torch.ones(2, requires_grad=True)
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
-    for m, opt in [(m1, Optimizer(list(m1.parameters()) + [frozen], lr=0.3)), (m2, optim.SGD(m2.parameters(), lr=0.3))]:
+    opts = [(m1, BasicOptimizer(list(m1.parameters()) + [frozen], lr=0.3)), (m2, optim.SGD(m2.parameters(), lr=0.3))]
+    for m, opt in opts:
         F.cross_entropy(m(x), y).backward(); opt.step()
     for p1, p2 in zip(m1.parameters(), m2.parameters()): torch.testing.assert_close(p1, p2)
     assert torch.equal(frozen, torch.ones(2))
