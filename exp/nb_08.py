@@ -4,11 +4,13 @@
 
 
 # %% nbs/08_data_block.ipynb, code cell 1
-from exp.nb_07 import *
+from exp.nb_07a import *
 import functools, itertools, math, os, sys, time
 import hashlib as _hashlib, json as _json, mimetypes as _mimetypes, operator as _operator
 from pathlib import Path
 from PIL import Image
+import torch.utils.data as tud
+from tqdm.auto import tqdm
 from exp.nb_00a import _short
 from exp.nb_04 import _as_list
 
@@ -439,8 +441,8 @@ def model_summary(model, xb, show=True):
 
 
 # %% what `from exp.nb_08 import *` hands over (see notebook2script.py)
-from exp.nb_07 import __all__ as _nb_07_all
-__all__ = sorted({*_nb_07_all, 'CategoryProcessor', 'ImageError', 'ImageList', 'ItemList', 'LabeledData',
+from exp.nb_07a import __all__ as _nb_07a_all
+__all__ = sorted({*_nb_07a_all, 'CategoryProcessor', 'ImageError', 'ImageList', 'ItemList', 'LabeledData',
     'Processor', 'SplitData', 'TensorData', 'Transform', 'compose', 'databunchify', 'decode_once',
     'default_num_workers', 'export_image_folder', 'get_files', 'grandparent_splitter', 'image_extensions',
     'label_by_func', 'math', 'model_summary', 'normalize_chan', 'open_image', 'parent_labeler', 'show_batch',

@@ -4,7 +4,7 @@
 
 
 # %% nbs/09_optimizers.ipynb, code cell 1
-from exp.nb_07a import *
+from exp.nb_08 import *
 from exp.nb_04 import _as_list, _param_groups
 import copy, math, time
 from functools import partial
@@ -260,7 +260,7 @@ Optimizer._check = _check_optimizer
 
 
 # %% what `from exp.nb_09 import *` hands over (see notebook2script.py)
-from exp.nb_07a import __all__ as _nb_07a_all
-__all__ = sorted({*_nb_07a_all, 'AverageGrad', 'AverageSqrGrad', 'ForeachOptimizer', 'Optimizer', 'Stat',
+from exp.nb_08 import __all__ as _nb_08_all
+__all__ = sorted({*_nb_08_all, 'AverageGrad', 'AverageSqrGrad', 'ForeachOptimizer', 'Optimizer', 'Stat',
     'StatefulOptimizer', 'StepCount', 'adam_opt', 'adam_step', 'debias', 'l2_reg', 'lamb_opt', 'lamb_step',
     'math', 'momentum_step', 'partial', 'plt', 'sgd_opt', 'sgd_step', 'time', 'weight_decay'})
