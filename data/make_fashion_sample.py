@@ -26,11 +26,12 @@ import io
 import os
 import random
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from notebook2script import atomic_write
 
 N_CLASSES = 10
 PER_CLASS = {'train': 600, 't10k': 100}  # images of each class taken from the upstream train and test sets
@@ -125,18 +126,6 @@ def to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return out.getvalue()
 
 
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Write `blob` to `path` through a temp file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(blob)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the sample is an ordinary, readable file
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -155,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if fingerprint({k: z[k] for k in KEYS}) != fingerprint(arrays):
             print('make_fashion_sample: the written file does not round-trip', file=sys.stderr)
             return 1
-    write_atomic(args.out, blob)
+    atomic_write(args.out, blob)
     print(f'wrote {args.out.name}: {len(blob):,} bytes, {len(arrays["x_train"]):,} train + '
           f'{len(arrays["x_valid"]):,} valid images, seed {args.seed}')
     print(f'fingerprint (sha256 of the arrays): {fingerprint(arrays)}')

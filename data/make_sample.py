@@ -23,14 +23,14 @@ import gzip
 import hashlib
 import importlib.util
 import io
-import os
 import pickle
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from notebook2script import atomic_write
 
 N_CLASSES, PER_CLASS = 10, 500
 SPLIT = (400, 50, 50)  # per class: train, valid, test
@@ -119,18 +119,6 @@ def to_bytes(data: tuple) -> bytes:
     return out.getvalue()
 
 
-def write_atomic(path: Path, blob: bytes) -> None:
-    """Write `blob` to `path` through a temp file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the sample is an ordinary, readable file
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -150,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if fingerprint(pickle.loads(gzip.decompress(blob))) != fingerprint(data):  # our own fresh bytes
         print("make_sample: the written pickle does not round-trip", file=sys.stderr)
         return 1
-    write_atomic(args.out, blob)
+    atomic_write(args.out, blob)
     rows = [len(x) for x, _ in data]
     print(f"wrote {args.out.name}: {len(blob):,} bytes, rows {rows}, seed {args.seed}")
     print(f"fingerprint (sha256 of the arrays): {fingerprint(data)}")

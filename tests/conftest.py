@@ -1,11 +1,18 @@
-"""Helpers shared by the tests: fixture notebooks for the tool tests, a tiny learner for the lesson tests.
+"""Helpers shared by the tests: fixture notebooks for the tool tests, a tiny learner for the lesson tests,
+a local HTTP server for the download tests.
 
-Test files import them (`from conftest import make_nb`): pytest puts tests/ on sys.path.
+Test files import them (`from conftest import make_nb`): pytest puts tests/ on sys.path. The `server`
+fixture needs no import.
 """
+import http.server
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
 
 META = {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
@@ -45,3 +52,56 @@ def make_learner(cbs=None, lr=0.1, groups=False, momentum=0., **data):
     params = [{'params': [model.weight]}, {'params': [model.bias]}] if groups else model.parameters()
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     return Learner(model, opt, torch.nn.functional.cross_entropy, make_data(**data), cbs=cbs)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.hits.append(self.path)
+        if self.path not in self.server.routes: return self.send_error(404)
+        body, sent, delay = self.server.routes[self.path]
+        time.sleep(delay)
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:sent])  # sent < len(body): the connection closes early
+
+    def log_message(self, *args): pass
+
+
+class LocalServer:
+    "An HTTP server on 127.0.0.1 only, serving in-memory files from a daemon thread; `hits` lists the paths requested."
+    def __init__(self):
+        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
+        self.srv.routes, self.srv.hits = {}, []
+        self.hits = self.srv.hits
+        threading.Thread(target=self.srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
+
+    def url(self, path, body=None, sent=None, delay=0.0):
+        "URL for `path`; with a `body`, serve it (only its first `sent` bytes, after `delay` seconds)."
+        if body is not None: self.srv.routes[path] = (body, len(body) if sent is None else sent, delay)
+        return f'http://127.0.0.1:{self.srv.server_port}{path}'
+
+    def mirror(self, prefix, files=None, sent=None):
+        "Base URL `/prefix/` serving `files` (name -> bytes); `sent` maps a name to how many bytes to send."
+        for k, b in (files or {}).items(): self.url(f'/{prefix}/{k}', b, (sent or {}).get(k))
+        return self.url(f'/{prefix}/')
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def server():
+    "A fresh LocalServer for one test, shut down after it."
+    s = LocalServer()
+    yield s
+    s.close()
+
+
+def closed_port_url(path='/'):
+    "A loopback URL ending in `path` where nothing listens (connection refused at once)."
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}{path}'

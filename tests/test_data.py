@@ -3,14 +3,10 @@ sample, downloads from a local HTTP server (never the real internet), offline fa
 malicious pickles. Every test points FOUNDATIONS_DATA at its own tmp_path, so the repo's data/ is never written."""
 import gzip
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import shlex
-import socket
-import threading
-import time
 import types
 from pathlib import Path
 
@@ -20,6 +16,8 @@ import torch
 
 import exp.nb_00a as nb
 from exp.nb_00a import ArrayUnpickler, MnistError, download_mnist, get_data, get_test_data, is_full_mnist, load_mnist
+
+from conftest import closed_port_url
 
 REPO = Path(nb.__file__).resolve().parents[1]
 SAMPLE = REPO / 'data' / 'mnist_sample.pkl.gz'
@@ -80,50 +78,6 @@ def tiny(monkeypatch):
     monkeypatch.setitem(nb.MNIST_ROWS, 'full', (30, 10, 10))
     monkeypatch.setitem(nb.MNIST_SHA256, 'full', _sha(t))
     return t
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits.append(self.path)
-        if self.path not in self.server.routes: return self.send_error(404)
-        body, sent, delay = self.server.routes[self.path]
-        time.sleep(delay)
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[:sent])  # sent < len(body): the connection closes early
-
-    def log_message(self, *args): pass
-
-
-class _Server:
-    "A local HTTP server on 127.0.0.1 serving in-memory files; `hits` lists the paths requested."
-    def __init__(self):
-        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-        self.srv.routes, self.srv.hits = {}, []
-        self.hits = self.srv.hits
-        threading.Thread(target=self.srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-
-    def url(self, path, body=None, sent=None, delay=0.0):
-        "URL for `path`; with a `body`, serve it (only its first `sent` bytes, after `delay` seconds)."
-        if body is not None: self.srv.routes[path] = (body, len(body) if sent is None else sent, delay)
-        return f'http://127.0.0.1:{self.srv.server_port}{path}'
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.srv.shutdown()
-    s.srv.server_close()
-
-
-def _closed_port_url():
-    "A loopback URL where nothing listens (connection refused at once)."
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f'http://127.0.0.1:{port}/mnist.pkl.gz'
 
 
 def _files(d): return sorted(p.name for p in d.iterdir())
@@ -253,7 +207,7 @@ def test_download_wrong_content(data, tiny, server, what, why):
 
 
 def test_all_mirrors_fail_message(data, server):
-    urls = [_closed_port_url(), server.url('/missing.pkl.gz')]
+    urls = [closed_port_url('/mnist.pkl.gz'), server.url('/missing.pkl.gz')]
     with pytest.raises(MnistError) as e: download_mnist(urls=urls)
     msg = str(e.value)
     assert all(u in msg for u in urls) and 'HTTP Error 404' in msg
@@ -262,7 +216,7 @@ def test_all_mirrors_fail_message(data, server):
 
 
 def test_offline_falls_back_to_sample(data, monkeypatch, capsys):
-    monkeypatch.setattr(nb, 'MNIST_URLS', [_closed_port_url()])
+    monkeypatch.setattr(nb, 'MNIST_URLS', [closed_port_url('/mnist.pkl.gz')])
     x_train, *_ = get_data()
     out, err = capsys.readouterr()
     assert len(x_train) == 4_000 and not is_full_mnist(x_train)

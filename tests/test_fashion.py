@@ -5,14 +5,11 @@ own tmp_path and Debian's location at a folder of its own, so neither the repo's
 read or written, except where a test reads the verified full copy in ../shared/data/fashion-mnist."""
 import gzip
 import hashlib
-import http.server
 import io
 import os
 import shlex
-import socket
 import subprocess
 import sys
-import threading
 import types
 from pathlib import Path
 
@@ -33,6 +30,8 @@ from exp.nb_00a import (
     load_fashion_sample,
     read_idx,
 )
+
+from conftest import closed_port_url
 
 REPO = Path(nb.__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared' / 'data' / 'fashion-mnist'
@@ -120,51 +119,6 @@ def sample(tmp_path_factory):
     return out
 
 
-# --- a local HTTP server -------------------------------------------------------------------------
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits.append(self.path)
-        if self.path not in self.server.routes: return self.send_error(404)
-        body, sent = self.server.routes[self.path]
-        self.send_response(200)
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body[:sent])  # sent < len(body): the connection closes early
-
-    def log_message(self, *args): pass
-
-
-class _Server:
-    "A server on 127.0.0.1 serving in-memory files; `hits` lists the paths requested."
-    def __init__(self):
-        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-        self.srv.routes, self.srv.hits = {}, []
-        self.hits = self.srv.hits
-        threading.Thread(target=self.srv.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-
-    def mirror(self, prefix, files=None, sent=None):
-        "Base URL `/prefix/` serving `files` (name -> bytes); `sent` maps a name to how many bytes to send."
-        for k, b in (files or {}).items(): self.srv.routes[f'/{prefix}/{k}'] = (b, (sent or {}).get(k, len(b)))
-        return f'http://127.0.0.1:{self.srv.server_port}/{prefix}/'
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.srv.shutdown()
-    s.srv.server_close()
-
-
-def _closed_port_base():
-    "A loopback base URL where nothing listens (connection refused at once)."
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f'http://127.0.0.1:{port}/'
-
-
 # --- the full data set ---------------------------------------------------------------------------
 
 @needs_full
@@ -231,7 +185,7 @@ def test_incomplete_debian_folder_is_skipped(fdata, tiny, server, monkeypatch):
 
 def test_sample_fallback_with_notice(fdata, sample, monkeypatch, capsys):
     monkeypatch.setattr(nb, '_fashion_sample_path', lambda: sample)
-    monkeypatch.setattr(nb, 'FASHION_URLS', [_closed_port_base()])
+    monkeypatch.setattr(nb, 'FASHION_URLS', [closed_port_url()])
     x_train, y_train, x_valid, y_valid = get_fashion()
     out, err = capsys.readouterr()
     assert out.count('\n') == 1 and 'sample' in out and 'download failed' in out
@@ -320,7 +274,7 @@ def test_download_wrong_content(fdata, tiny, server, what, why):
 
 
 def test_all_mirrors_fail_message(fdata, server):
-    urls = [_closed_port_base(), server.mirror('missing')]
+    urls = [closed_port_url(), server.mirror('missing')]
     with pytest.raises(FashionError) as e: download_fashion(urls=urls)
     msg = str(e.value)
     assert all(u + NAMES[0] in msg for u in urls) and 'HTTP Error 404' in msg
