@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         t = {k: statistics.median(v) for k, v in ts.items()}
         r, rp = t['fast BatchNorm'] / t['nn.BatchNorm2d'], t['plain BatchNorm'] / t['nn.BatchNorm2d']
         worst = max(worst, r)
-        print(f"{str(shape):<20}{t['fast BatchNorm']:16.0f}{t['plain BatchNorm']:10.0f}{t['nn.BatchNorm2d']:16.0f}{r:12.2f}{rp:13.2f}"
+        print(f"{str(shape):<20}{t['fast BatchNorm']:16.0f}{t['plain BatchNorm']:10.0f}{t['nn.BatchNorm2d']:16.0f}"
+              f"{r:12.2f}{rp:13.2f}"
               f"{min(ts['fast BatchNorm']) / min(ts['nn.BatchNorm2d']):23.2f}")
     print(f'largest fast ratio (medians): {worst:.2f} (target <= 2.5): {"met" if worst <= 2.5 else "NOT met"}')
 

@@ -95,7 +95,8 @@ def test_lsuv_warns_when_it_cannot_converge():
 
 
 def test_lsuv_needs_layers():
-    with pytest.raises(ValueError, match='found no conv blocks'): lsuv_init(nn.Sequential(nn.Linear(3, 3)), torch.randn(2, 3))
+    with pytest.raises(ValueError, match='found no conv blocks'):
+        lsuv_init(nn.Sequential(nn.Linear(3, 3)), torch.randn(2, 3))
     with pytest.raises(ValueError, match='contains no convolution or linear layer'):
         lsuv_init(nn.Sequential(nn.ReLU()), torch.randn(2, 3), layers=[nn.Sequential(nn.ReLU())])
 
