@@ -193,8 +193,7 @@ def test_batch_independent_norms_do_not_mix_samples():
 # ------------------------------------------------------------------ RunningBatchNorm
 
 def test_running_batchnorm_first_batch_is_batchnorm():
-    "On its first batch (past the 20-sample variance floor) the running statistics are the batch's,
-    as in nn.BatchNorm2d."
+    "On its first batch (past the 20-sample variance floor) its statistics are the batch's, as nn.BatchNorm2d's."
     ours, theirs = RunningBatchNorm(6), nn.BatchNorm2d(6)
     same_affine(ours, theirs)
     assert_same(ours, theirs, shape=(32, 6, 5, 7), steps=1)
