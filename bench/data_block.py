@@ -60,7 +60,8 @@ from exp.nb_08 import (
 )
 
 FOLDERS = [c.replace('/', '_') for c in FASHION_CLASSES]
-NFS = [16, 32, 64, 64, 64]  # as in lesson 07
+NFS = [16, 32, 64, 64, 64]  # lesson 07's batchnorm CNN, as lessons 08 and 09 train it
+GR = dict(leak=0.1, sub=0.4, maxv=6.)
 
 
 class EpochTimer(Callback):
@@ -73,7 +74,7 @@ class EpochTimer(Callback):
 def epoch_times(data, norm, n, lr=0.1):
     "Seconds per epoch for `n` epochs after a warm-up one, training the batchnorm CNN on `data` from seed 0."
     torch.manual_seed(0)
-    model = init_cnn(get_cnn_model(data, NFS, conv_norm))
+    model = init_cnn(get_cnn_model(data, NFS, conv_norm, **GR), a=GR['leak'])
     learn = Learner(model, optim.SGD(model.parameters(), lr=lr, momentum=0.9), F.cross_entropy, data,
                     cbs=[DeviceCallback(), BatchTransformXCallback(norm), EpochTimer()])
     learn.fit(n + 1)
