@@ -60,7 +60,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     return out.reshape(nf, len(x), oh, ow).transpose(0, 1).contiguous()
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 15
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 14
 class Lambda(nn.Module):
     "A layer that applies the function `func` to its input (handy in nn.Sequential)."
     def __init__(self, func):
@@ -79,7 +79,7 @@ def mnist_resize(x):
     return x.view(-1, 1, 28, 28)
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 17
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 16
 class BatchTransformXCallback(Callback):
     "Replaces each batch's inputs `xb` with `tfm(xb)` before the model sees them."
     _order = 2
@@ -103,7 +103,7 @@ class DeviceCallback(Callback):
         run.xb, run.yb = run.xb.to(self.device), run.yb.to(self.device)
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 19
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 18
 class GeneralRelu(nn.Module):
     "ReLU, optionally leaky (slope `leak` below 0), shifted down by `sub` and clamped at `maxv`; plain ReLU by default."
     def __init__(self, leak=None, sub=None, maxv=None):
@@ -119,7 +119,7 @@ class GeneralRelu(nn.Module):
     def extra_repr(self): return f'leak={self.leak}, sub={self.sub}, maxv={self.maxv}'
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 21
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 20
 def conv_layer(ni, nf, ks=3, stride=2, **kwargs):
     "nn.Conv2d(ni, nf, ks, stride, padding ks//2) followed by GeneralRelu(**kwargs)."
     return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride), GeneralRelu(**kwargs))
@@ -135,7 +135,7 @@ def get_cnn_model(data, nfs, layer=conv_layer, **kwargs):
     return nn.Sequential(*get_cnn_layers(data, nfs, layer, **kwargs))
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 23
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 22
 class Hook:
     "Calls `f(hook, module, input, output)` after each forward pass of module `m`, until `remove()` or the end of a `with` block."
     handle = None
@@ -166,7 +166,7 @@ class Hooks:
     def __repr__(self): return f'Hooks({len(self)} modules)'
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 25
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 24
 def append_stats(hook, mod, inp, outp, bins=40, hist_range=(-7., 7.), hist_items=8):
     "Hook function: on training batches, append the output's mean, std and histogram (of the first `hist_items` items) to `hook.stats`."
     if not hasattr(hook, 'stats'): hook.stats, hook.hist_range = ([], [], []), (bins, *hist_range)
@@ -195,7 +195,7 @@ def get_near_zero(h):
     return hist[k - 1:k + 1].sum(0) / hist.sum(0).clamp_min(1)
 
 
-# %% nbs/06_cnn_hooks_init.ipynb, code cell 27
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 26
 def _has_params(m):
     "True when module `m` has parameters."
     return next(m.parameters(), None) is not None
