@@ -387,7 +387,7 @@ def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     plt.tight_layout(); plt.show()
 
 
-# %% nbs/08_data_block.ipynb, code cell 49
+# %% nbs/08_data_block.ipynb, code cell 50
 class TensorData:
     "Labelled data held in tensors: `ds[idxs]` is `(compose(x[idxs], tfms), y[idxs])`, for a whole batch of indices at once."
     batched = True
@@ -399,7 +399,7 @@ class TensorData:
     def __repr__(self): return f'{type(self).__name__}: x {tuple(self.x.shape)} {self.x.dtype}, y {tuple(self.y.shape)}'
 
 
-# %% nbs/08_data_block.ipynb, code cell 50
+# %% nbs/08_data_block.ipynb, code cell 51
 def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     "LabeledData (or SplitData of them) read once through the x transforms below `upto`, as TensorData; the rest run per batch."
     if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
@@ -411,20 +411,20 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
     return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)
 
 
-# %% nbs/08_data_block.ipynb, code cell 53
+# %% nbs/08_data_block.ipynb, code cell 54
 def normalize_chan(x, mean, std):
     "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
     mean, std = mean.to(x.device), std.to(x.device)
     return (x - mean[..., None, None]) / std[..., None, None]
 
 
-# %% nbs/08_data_block.ipynb, code cell 55
+# %% nbs/08_data_block.ipynb, code cell 56
 def _layer_name(m):
     "A short name for layer `m`: its class, or for a Sequential the classes inside, joined by '+'."
     return '+'.join(type(c).__name__ for c in m.children()) if isinstance(m, nn.Sequential) else type(m).__name__
 
 
-# %% nbs/08_data_block.ipynb, code cell 56
+# %% nbs/08_data_block.ipynb, code cell 57
 def model_summary(model, xb, show=True):
     "Output shape and parameter count of each top-level layer of `model` for the batch `xb` (via Hooks); prints a table."
     rows, mods, was_training = [], list(model.children()), model.training
