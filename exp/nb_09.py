@@ -189,7 +189,7 @@ def _opt_load_state_dict(self, sd):
 Optimizer.state_dict, Optimizer.load_state_dict = _opt_state_dict, _opt_load_state_dict
 
 
-# %% nbs/09_optimizers.ipynb, code cell 35
+# %% nbs/09_optimizers.ipynb, code cell 36
 def _chunks(ps, max_numel):
     "Split the list `ps` into consecutive lists of at most `max_numel` elements in all (a larger tensor alone)."
     out, n = [[]], 0
@@ -199,7 +199,7 @@ def _chunks(ps, max_numel):
     return out if out[-1] else []
 
 
-# %% nbs/09_optimizers.ipynb, code cell 36
+# %% nbs/09_optimizers.ipynb, code cell 37
 class ForeachOptimizer(StatefulOptimizer):
     "A StatefulOptimizer (same groups, state, defaults) whose `group_step(params, states, **hyper)` updates a chunk of a group at once."
     def __init__(self, params, steppers, group_step, chunk=2**16, **defaults):
@@ -217,7 +217,7 @@ class ForeachOptimizer(StatefulOptimizer):
             for c in _chunks(ps, self.chunk): self.group_step(c, [self.state[p] for p in c], **hyper)
 
 
-# %% nbs/09_optimizers.ipynb, code cell 37
+# %% nbs/09_optimizers.ipynb, code cell 38
 def _sgd_group(ps, states, lr, mom, wd, **kwargs):
     "sgd_opt's step for a list of parameters, with torch._foreach_* ops."
     grads, avgs = [p.grad for p in ps], [s['grad_avg'] for s in states]
@@ -240,7 +240,7 @@ def _adam_group(ps, states, lr, mom, sqr_mom, eps, wd, **kwargs):
     torch._foreach_addcdiv_(ps, avgs, denom, [-lr * b / a for a, b in zip(d1, d2)])
 
 
-# %% nbs/09_optimizers.ipynb, code cell 40
+# %% nbs/09_optimizers.ipynb, code cell 42
 def _is_step(self, s):
     "Whether `s` can be one of this optimizer's steps: a function (and, in a StatefulOptimizer, a Stat)."
     return callable(s) or (isinstance(s, Stat) and isinstance(self, StatefulOptimizer))
