@@ -105,3 +105,12 @@ def closed_port_url(path='/'):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     return f'http://127.0.0.1:{port}{path}'
+
+
+@pytest.fixture
+def empty_data(tmp_path, monkeypatch):
+    "An empty data folder named by FOUNDATIONS_DATA (the data tests add: no mirrors to download from)."
+    d = tmp_path / 'data'
+    d.mkdir()
+    monkeypatch.setenv('FOUNDATIONS_DATA', str(d))
+    return d

@@ -60,13 +60,10 @@ class _EvilEval:
 
 
 @pytest.fixture
-def data(tmp_path, monkeypatch):
+def data(empty_data, monkeypatch):
     "An empty data folder in FOUNDATIONS_DATA and no mirrors, so nothing can reach the internet."
-    d = tmp_path / 'data'
-    d.mkdir()
-    monkeypatch.setenv('FOUNDATIONS_DATA', str(d))
     monkeypatch.setattr(nb, 'MNIST_URLS', [])
-    return d
+    return empty_data
 
 
 @pytest.fixture

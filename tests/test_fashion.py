@@ -69,11 +69,9 @@ def _files(d): return sorted(p.name for p in d.iterdir()) if d.exists() else []
 # --- fixtures ------------------------------------------------------------------------------------
 
 @pytest.fixture
-def fdata(tmp_path, monkeypatch):
+def fdata(empty_data, tmp_path, monkeypatch):
     "An empty data folder in FOUNDATIONS_DATA, no mirrors and an empty Debian location: nothing to find."
-    d = tmp_path / 'data'
-    d.mkdir()
-    monkeypatch.setenv('FOUNDATIONS_DATA', str(d))
+    d = empty_data
     monkeypatch.setattr(nb, 'FASHION_URLS', [])
     monkeypatch.setattr(nb, '_DEBIAN_FASHION', tmp_path / 'debian' / 'fashion-mnist')
     return d
