@@ -259,9 +259,72 @@ def get_cnn_learner(data, nfs, lr, layer=conv_layer, cbs=None, opt_func=optim.SG
     return Learner(model, opt_func(model.parameters(), lr=lr), loss_func, data, cbs=cbs)
 
 
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 49
+def _patches(x, kh, kw, stride, padding, channels_last):
+    "Every kh x kw patch of `x` (N,C,H,W), padded, as a view (N, C, oh, ow, kh, kw); channels-last memory if asked."
+    if channels_last:                               # pad and go channels-last in one copy
+        n, c, h, w = x.shape
+        xp = x.new_zeros(n, h + 2 * padding, w + 2 * padding, c)
+        xp[:, padding:padding + h, padding:padding + w] = x.permute(0, 2, 3, 1)
+        x = xp.permute(0, 3, 1, 2)
+    else: x = _pad(x, padding)
+    return x.unfold(2, kh, stride).unfold(3, kw, stride)
+
+
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 50
+def _conv2d_fast_fwd(ctx, x, weight, bias, stride, padding, cl):
+    "Forward of conv2d_fast: patches copied once into a matrix in layout `cl`, one 2-D matrix product."
+    nf, c, kh, kw = weight.shape
+    p = _patches(x, kh, kw, stride, padding, cl)                   # (N, C, oh, ow, kh, kw), a view
+    n, _, oh, ow = p.shape[:4]
+    if cl:    # rows: positions (N*oh*ow); columns: (kh, kw, C)
+        cols, wm = p.permute(0, 2, 3, 4, 5, 1).reshape(n * oh * ow, -1), weight.permute(0, 2, 3, 1).reshape(nf, -1)
+        out = cols @ wm.t() if bias is None else torch.addmm(bias, cols, wm.t())
+        out = out.view(n, oh, ow, nf).permute(0, 3, 1, 2)        # channels-last memory, no copy
+    else:     # our im2col's layout: rows (C, kh, kw); columns: positions
+        cols, wm = p.permute(1, 4, 5, 0, 2, 3).reshape(-1, n * oh * ow), weight.reshape(nf, -1)
+        out = wm @ cols if bias is None else torch.addmm(bias[:, None], wm, cols)
+        out = out.view(nf, n, oh, ow).transpose(0, 1)             # (nf, N, oh, ow) memory, no copy
+    ctx.save_for_backward(cols, wm)
+    ctx.geom, ctx.has_bias = (x.shape, weight.shape, stride, padding, oh, ow, cl), bias is not None
+    return out
+
+
+# %% nbs/06_cnn_hooks_init.ipynb, code cell 51
+def _conv2d_fast_bwd(ctx, g):
+    "Backward of conv2d_fast: gradients for x, weight and bias from the output's gradient `g`."
+    cols, wm = ctx.saved_tensors
+    (n, c, h, w), (nf, _, kh, kw), s, pd, oh, ow, cl = ctx.geom
+    if cl:
+        g2 = g.permute(0, 2, 3, 1).reshape(-1, nf)                      # (N*oh*ow, nf)
+        gw = (g2.t() @ cols).view(nf, kh, kw, c).permute(0, 3, 1, 2)
+        gc = (g2 @ wm).view(n, oh, ow, kh, kw, c).permute(0, 5, 1, 2, 3, 4)
+        gx = g.new_zeros(n, h + 2 * pd, w + 2 * pd, c).permute(0, 3, 1, 2)
+    else:
+        g2 = g.transpose(0, 1).reshape(nf, -1)                          # (nf, N*oh*ow)
+        gw = (g2 @ cols.t()).view(nf, c, kh, kw)
+        gc = (wm.t() @ g2).view(c, kh, kw, n, oh, ow).permute(3, 0, 4, 5, 1, 2)
+        gx = g.new_zeros(c, n, h + 2 * pd, w + 2 * pd).transpose(0, 1)
+    for a in range(kh):        # col2im: each input pixel gets the sum of the gradients of its copies
+        for b in range(kw): gx[:, :, a:a + s * (oh - 1) + 1:s, b:b + s * (ow - 1) + 1:s] += gc[..., a, b]
+    gb = g2.sum(0 if cl else 1) if ctx.has_bias else None
+    return gx[:, :, pd:pd + h, pd:pd + w], gw, gb, None, None, None
+
+class _Conv2dFast(torch.autograd.Function):
+    "conv2d as one 2-D matrix product on patch views, with a backward of two matrix products and a slice-add."
+    forward = staticmethod(_conv2d_fast_fwd)
+    backward = staticmethod(torch.autograd.function.once_differentiable(_conv2d_fast_bwd))
+
+def conv2d_fast(x, weight, bias=None, stride=1, padding=0, channels_last=None):
+    "conv2d as one 2-D matmul on patch views with its own backward; `channels_last` (default: C >= 8) picks the layout."
+    _check_conv_args(x, weight, bias, stride, padding)
+    if channels_last is None: channels_last = x.shape[1] >= 8
+    return _Conv2dFast.apply(x, weight, bias, stride, padding, channels_last)
+
+
 # %% what `from exp.nb_06 import *` hands over (see notebook2script.py)
 from exp.nb_05 import __all__ as _nb_05_all
 __all__ = sorted({*_nb_05_all, 'ActivationStats', 'BatchTransformXCallback', 'DeviceCallback', 'F',
-    'GeneralRelu', 'Hook', 'Hooks', 'Lambda', 'append_stats', 'conv2d', 'conv_layer', 'conv_out_size',
-    'default_device', 'flatten', 'get_cnn_layers', 'get_cnn_learner', 'get_cnn_model', 'get_hist',
-    'get_near_zero', 'im2col', 'init_cnn', 'mnist_resize', 'nn', 'optim'})
+    'GeneralRelu', 'Hook', 'Hooks', 'Lambda', 'append_stats', 'conv2d', 'conv2d_fast', 'conv_layer',
+    'conv_out_size', 'default_device', 'flatten', 'get_cnn_layers', 'get_cnn_learner', 'get_cnn_model',
+    'get_hist', 'get_near_zero', 'im2col', 'init_cnn', 'mnist_resize', 'nn', 'optim'})

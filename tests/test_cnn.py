@@ -27,6 +27,7 @@ from exp.nb_06 import (
     Sampler,
     append_stats,
     conv2d,
+    conv2d_fast,
     conv_layer,
     conv_out_size,
     default_device,
@@ -103,6 +104,39 @@ def test_im2col_matches_F_unfold():
         unf = F.unfold(x, (kh, kw), padding=padding, stride=stride)                  # (N, C*kh*kw, oh*ow)
         assert cols.shape == (3 * kh * kw, 2 * oh * ow)
         assert torch.equal(cols, unf.transpose(0, 1).reshape(3 * kh * kw, 2 * oh * ow))
+
+
+@pytest.mark.parametrize('channels_last', [False, True, None])
+@pytest.mark.parametrize('xs,ws,stride,padding,bias', random_conv_cases(n=8, seed=3))
+def test_conv2d_fast_matches_F_conv2d_values_and_gradients(xs, ws, stride, padding, bias, channels_last):
+    "The fast path (its own autograd Function) against F.conv2d: output, and gradients for x, weight and bias."
+    torch.manual_seed(2)
+    x, w = torch.randn(xs), torch.randn(ws[0], xs[1], *ws[2:]) / math.sqrt(xs[1] * ws[2] * ws[3])
+    b = torch.randn(ws[0])
+    def run(conv):
+        xx, ww, bb = [t.clone().requires_grad_() for t in (x, w, b)]
+        out = conv(xx, ww, bb if bias else None, stride, padding)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out, xx.grad, ww.grad, bb.grad
+    ours = run(lambda *a: conv2d_fast(*a, channels_last=channels_last))
+    theirs = run(F.conv2d)
+    assert ours[0].shape == theirs[0].shape
+    for o, t in zip(ours, theirs):
+        if t is None: assert o is None
+        else: assert (o - t).abs().max() < 1e-4
+
+
+def test_conv2d_fast_gradcheck_and_layout():
+    "Finite differences in double precision in both layouts; many channels give a channels-last output, no copy."
+    g = torch.Generator().manual_seed(0)
+    x, w, b = [torch.randn(*s, generator=g, dtype=torch.double, requires_grad=True)
+               for s in ((2, 3, 6, 5), (4, 3, 3, 2), (4,))]
+    for cl in (False, True):
+        assert torch.autograd.gradcheck(lambda *a: conv2d_fast(*a, stride=2, padding=1, channels_last=cl), (x, w, b))
+    out = conv2d_fast(torch.randn(2, 16, 8, 8), torch.randn(5, 16, 3, 3), padding=1)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    with pytest.raises(ValueError, match='x has 3 channels but weight expects 2'):
+        conv2d_fast(torch.randn(2, 3, 8, 8), torch.randn(4, 2, 3, 3))
 
 
 def test_conv2d_errors_name_the_shapes():
