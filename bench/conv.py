@@ -81,7 +81,8 @@ def report(bs: int, repeats: int) -> tuple[float, float]:
             print(f'{f"({bs},{ci},{n},{n}) -> {nf}, {k}x{k}":<26}{kind:<9}' +
                   ''.join(f'{med[(w, kind)][0] * 1e6:16.0f}' for w in WAYS) +
                   ''.join(f'{ratios[w]:19.2f}' for w in others) + f'{cpu:23.2f}')
-    print(f'largest ratio {JUDGED} / F.conv2d at {torch.get_num_threads()} thread(s): {worst:.2f} wall, {worst_cpu:.2f} CPU '
+    print(f'largest ratio {JUDGED} / F.conv2d at {torch.get_num_threads()} thread(s): {worst:.2f} wall, '
+          f'{worst_cpu:.2f} CPU '
           f'({"meets" if worst <= TARGET else "misses"} the target of at most {TARGET:g} by wall-clock time)')
     return worst, worst_cpu
 

@@ -348,8 +348,10 @@ def _n_cores():
 
 # %% nbs/08_data_block.ipynb, code cell 43
 def default_num_workers():
-    "Worker processes for a training DataLoader: one per core, less one for the training loop (at most 8); 0 off Linux."
-    return max(0, min(_n_cores() - 1, 8)) if sys.platform.startswith('linux') else 0
+    "Worker processes for a DataLoader of files: the cores that training leaves free (at most 8); 0 off Linux."
+    if not sys.platform.startswith('linux'): return 0
+    busy = 1 if torch.cuda.is_available() else torch.get_num_threads()     # cores the training loop keeps busy
+    return max(0, min(_n_cores() - busy, 8))
 
 def _worker_kwargs(nw):
     "DataLoader arguments for `nw` workers, started by fork on Linux (they inherit the data instead of unpickling it)."
@@ -412,19 +414,38 @@ def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
 
 
 # %% nbs/08_data_block.ipynb, code cell 54
+class FileBatchData:
+    "Labelled files decoded a batch at a time, every time: `ds[idxs]` reads them through the x transforms before `upto`, stacks, runs the rest."
+    batched = True
+    def __init__(self, ld, upto=to_float_tensor._order):
+        x = ld.x
+        self.x = type(x)(x.items, x.path, [t for t in x.tfms if _order(t) < upto])
+        self.tfms, self.y, self.proc_y = [t for t in x.tfms if _order(t) >= upto], torch.tensor(ld.y.items), ld.proc_y
+    def __len__(self): return len(self.y)
+    def __getitem__(self, idxs):
+        if isinstance(idxs, int): return compose(self.x[idxs], self.tfms), self.y[idxs]
+        return compose(torch.stack([self.x[i] for i in idxs]), self.tfms), self.y[idxs]
+    def __repr__(self): return f'{type(self).__name__}: {len(self)} files under {self.x.path}, decoded per batch'
+
+def file_batches(sd, upto=to_float_tensor._order):
+    "SplitData of FileBatchData from labelled SplitData `sd`: the files are decoded a batch at a time, every epoch."
+    return SplitData(FileBatchData(sd.train, upto), FileBatchData(sd.valid, upto))
+
+
+# %% nbs/08_data_block.ipynb, code cell 56
 def normalize_chan(x, mean, std):
     "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
     mean, std = mean.to(x.device), std.to(x.device)
     return (x - mean[..., None, None]) / std[..., None, None]
 
 
-# %% nbs/08_data_block.ipynb, code cell 56
+# %% nbs/08_data_block.ipynb, code cell 58
 def _layer_name(m):
     "A short name for layer `m`: its class, or for a Sequential the classes inside, joined by '+'."
     return '+'.join(type(c).__name__ for c in m.children()) if isinstance(m, nn.Sequential) else type(m).__name__
 
 
-# %% nbs/08_data_block.ipynb, code cell 57
+# %% nbs/08_data_block.ipynb, code cell 59
 def model_summary(model, xb, show=True):
     "Output shape and parameter count of each top-level layer of `model` for the batch `xb` (via Hooks); prints a table."
     rows, mods, was_training = [], list(model.children()), model.training
@@ -440,10 +461,21 @@ def model_summary(model, xb, show=True):
     return rows
 
 
+# %% nbs/08_data_block.ipynb, code cell 67
+def compare_epochs(learners, rounds=2):
+    "Seconds per epoch of each Learner in the dict `learners`, one epoch each in turn for `rounds` rounds after a warm-up round."
+    secs = {k: [] for k in learners}
+    for r in range(rounds + 1):
+        for k, learn in learners.items():
+            t0 = time.perf_counter(); learn.fit(1); t = time.perf_counter() - t0
+            if r > 0: secs[k].append(t)
+    return secs
+
+
 # %% what `from exp.nb_08 import *` hands over (see notebook2script.py)
 from exp.nb_07a import __all__ as _nb_07a_all
-__all__ = sorted({*_nb_07a_all, 'CategoryProcessor', 'ImageError', 'ImageList', 'ItemList', 'LabeledData',
-    'Processor', 'SplitData', 'TensorData', 'Transform', 'compose', 'databunchify', 'decode_once',
-    'default_num_workers', 'export_image_folder', 'get_files', 'grandparent_splitter', 'image_extensions',
-    'label_by_func', 'math', 'model_summary', 'normalize_chan', 'open_image', 'parent_labeler', 'show_batch',
-    'time', 'to_byte_tensor', 'to_float_tensor'})
+__all__ = sorted({*_nb_07a_all, 'CategoryProcessor', 'FileBatchData', 'ImageError', 'ImageList', 'ItemList',
+    'LabeledData', 'Processor', 'SplitData', 'TensorData', 'Transform', 'compare_epochs', 'compose',
+    'databunchify', 'decode_once', 'default_num_workers', 'export_image_folder', 'file_batches', 'get_files',
+    'grandparent_splitter', 'image_extensions', 'label_by_func', 'math', 'model_summary', 'normalize_chan',
+    'open_image', 'parent_labeler', 'show_batch', 'time', 'to_byte_tensor', 'to_float_tensor'})

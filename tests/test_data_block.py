@@ -14,10 +14,12 @@ from exp.nb_08 import (
     ImageList,
     ItemList,
     SplitData,
+    compare_epochs,
     compose,
     databunchify,
     decode_once,
     export_image_folder,
+    file_batches,
     get_files,
     grandparent_splitter,
     image_extensions,
@@ -290,6 +292,50 @@ def test_databunchify_and_decode_once(tree, sample, nw):
     cdata = databunchify(cached, 16, num_workers=0)
     assert (cdata.c_in, cdata.c_out) == (1, 10)
     assert sorted(torch.cat([b for _, b in cdata.train_dl]).tolist()) == sorted(y.tolist())
+
+
+@pytest.mark.parametrize('nw', [0, 1])
+def test_file_batches_match_the_item_pipeline(tree, sample, nw):
+    "file_batches decodes a batch per fetch: the same tensors and labels as item by item, through databunchify too."
+    x, y, xv, yv = sample
+    il = ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor])
+    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler,
+                       proc_y=CategoryProcessor(CLASSES))
+    fb = file_batches(ll)
+    assert len(fb.train) == 60 and len(fb.valid) == 25
+    idxs = [5, 0, 17, 3]
+    xb, yb = fb.train[idxs]
+    assert xb.dtype == torch.float32 and torch.equal(xb, torch.stack([ll.train.x[i] for i in idxs]))
+    assert yb.tolist() == [ll.train.y.items[i] for i in idxs]
+    x0, y0 = fb.valid[2]                                  # an int gives one item, as for the other data sets
+    assert torch.equal(x0, ll.valid.x[2]) and int(y0) == ll.valid.y.items[2]
+    data = databunchify(fb, 16, num_workers=nw)
+    assert (data.c_in, data.c_out) == (1, 10)
+    xv_, yv_ = zip(*data.valid_dl)
+    idx = [int(f.stem) for f in ll.valid.x.items]
+    assert torch.equal(torch.cat(xv_).view(25, -1), xv[idx]) and torch.equal(torch.cat(yv_), yv[idx])
+    assert sorted(torch.cat([b for _, b in data.train_dl]).tolist()) == sorted(y.tolist())
+
+
+def test_file_batches_name_a_damaged_file(tree):
+    fn = sorted((tree/'train').rglob('*.png'))[0]
+    fn.write_bytes(b'not a png')
+    il = ImageList.from_files(tree, tfms=[to_byte_tensor, to_float_tensor])
+    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler,
+                       proc_y=CategoryProcessor(CLASSES))
+    i = ll.train.x.items.index(fn)
+    with pytest.raises(ImageError, match=f'{fn}: cannot read the image'): file_batches(ll).train[[i]]
+
+
+def test_compare_epochs_runs_each_learner_in_turn():
+    "Each learner gets one fit(1) per round, in dict order, the warm-up round uncounted."
+    calls = []
+    class Fake:
+        def __init__(self, name): self.name = name
+        def fit(self, epochs): calls.append((self.name, epochs))
+    secs = compare_epochs({'a': Fake('a'), 'b': Fake('b')}, rounds=3)
+    assert calls == [('a', 1), ('b', 1)] * 4
+    assert list(secs) == ['a', 'b'] and all(len(v) == 3 and all(t >= 0 for t in v) for v in secs.values())
 
 
 # --- model_summary --------------------------------------------------------------------------------------
