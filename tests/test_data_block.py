@@ -338,6 +338,20 @@ def test_compare_epochs_runs_each_learner_in_turn():
     assert list(secs) == ['a', 'b'] and all(len(v) == 3 and all(t >= 0 for t in v) for v in secs.values())
 
 
+def test_default_num_workers_leaves_training_its_cores(monkeypatch):
+    "Workers get only the cores training leaves free: cores - torch threads on CPU, all but one with CUDA, at most 8."
+    monkeypatch.setattr(nb.sys, 'platform', 'linux')
+    monkeypatch.setattr(nb.torch.cuda, 'is_available', lambda: False)
+    for cores, threads, want in [(2, 2, 0), (2, 1, 1), (16, 4, 8), (4, 8, 0)]:
+        monkeypatch.setattr(nb, '_n_cores', lambda c=cores: c)
+        monkeypatch.setattr(nb.torch, 'get_num_threads', lambda t=threads: t)
+        assert nb.default_num_workers() == want, (cores, threads)
+    monkeypatch.setattr(nb.torch.cuda, 'is_available', lambda: True)
+    assert nb.default_num_workers() == 3                        # 4 cores, training on the GPU
+    monkeypatch.setattr(nb.sys, 'platform', 'darwin')
+    assert nb.default_num_workers() == 0
+
+
 # --- model_summary --------------------------------------------------------------------------------------
 
 def test_model_summary_shapes_params_and_no_side_effects(capsys):
