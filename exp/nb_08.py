@@ -425,7 +425,7 @@ class FileBatchData:
     def __getitem__(self, idxs):
         if isinstance(idxs, int): return compose(self.x[idxs], self.tfms), self.y[idxs]
         return compose(torch.stack([self.x[i] for i in idxs]), self.tfms), self.y[idxs]
-    def __repr__(self): return f'{type(self).__name__}: {len(self)} files under {self.x.path}, decoded per batch'
+    def __repr__(self): return f'{type(self).__name__}: {len(self)} files, decoded per batch'
 
 def file_batches(sd, upto=to_float_tensor._order):
     "SplitData of FileBatchData from labelled SplitData `sd`: the files are decoded a batch at a time, every epoch."
