@@ -108,6 +108,14 @@ def autocast_dtype(device):
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 19
+_OUR_NORMS = (BatchNorm, RunningBatchNorm, LayerNorm, InstanceNorm, GroupNorm)
+
+def _float_inputs(module, args):
+    "Forward pre-hook: the module's floating-point inputs cast to float32."
+    return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+
+# %% nbs/10c_mixed_precision.ipynb, code cell 20
 class AutocastCallback(Callback):
     "Forward pass and loss under torch.autocast (`dtype` None: autocast_dtype of the model's device); float16 adds a GradScaler."
     _order = 99
@@ -119,9 +127,10 @@ class AutocastCallback(Callback):
         f16 = self.dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, **self.scaler_kwargs) if f16 else None
         self.scales, self.skipped = [], []
+        self._hooks = [m.register_forward_pre_hook(_float_inputs) for m in self.model.modules() if isinstance(m, _OUR_NORMS)]
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 20
+# %% nbs/10c_mixed_precision.ipynb, code cell 21
 def _ac_enter(self):
     "Enter a fresh autocast context for this batch."
     _ac_leave(self)
@@ -133,17 +142,23 @@ def _ac_leave(self):
     if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 21
+# %% nbs/10c_mixed_precision.ipynb, code cell 22
 def _ac_after_loss(self):
     "Leave autocast; scale the loss for float16."
     _ac_leave(self)
     if self.in_train and self.scaler is not None: self.run.loss = self.scaler.scale(self.loss)
 
 AutocastCallback.begin_batch, AutocastCallback.after_loss = _ac_enter, _ac_after_loss
-AutocastCallback.after_batch = AutocastCallback.after_cancel_epoch = AutocastCallback.after_cancel_train = AutocastCallback.after_fit = _ac_leave
+def _ac_after_fit(self):
+    "Leave autocast; remove the float32 hooks of our normalisation layers."
+    _ac_leave(self)
+    for h in self._hooks: h.remove()
+
+AutocastCallback.after_batch = AutocastCallback.after_cancel_epoch = AutocastCallback.after_cancel_train = _ac_leave
+AutocastCallback.after_fit = _ac_after_fit
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 22
+# %% nbs/10c_mixed_precision.ipynb, code cell 23
 def _ac_after_pred(self):
     "Predictions in float32."
     self.run.pred = self.pred.float()
@@ -157,7 +172,7 @@ def _ac_after_backward(self):
     if not self._finite: self.skipped.append(self.n_iter); raise CancelBatchException()
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 23
+# %% nbs/10c_mixed_precision.ipynb, code cell 24
 def _ac_step(self, *args, **kwargs):
     "Called by GradScaler.step when the gradients are finite."
     self._finite = True
