@@ -123,7 +123,7 @@ def main(argv=None):
                    valid_accuracy=learn.avg_stats.history[-1]['valid_accuracy'] if learn.avg_stats.history else None)
         if distributed:
             res['param_spread'] = _param_spread(learn.model)
-            res['allreduce_ms'] = _allreduce_ms(res['params'], learn.dist.comm_device)
+            res['allreduce_ms'] = _allreduce_ms(res['params'], learn.distributed.comm_device)
         if is_rank0():
             print(f"training throughput {sps:.0f} samples/s ({res['step_ms']:.1f} ms per step of {a.bs} samples)")
             if distributed:
