@@ -17,6 +17,9 @@ after training, the median time of one all-reduce of a gradient-sized float32 te
 `RESULT {json}` with those figures. Uses gloo on CPU, nccl on CUDA (one GPU per process: LOCAL_RANK).
 """
 import argparse
+import contextlib
+import gc
+import io
 import json
 import os
 import statistics
@@ -103,7 +106,7 @@ def main(argv=None):
     device = setup_distributed() if distributed else None
     world = dist.get_world_size() if distributed else 1
     try:
-        data = _data(a.bs)
+        with contextlib.redirect_stdout(sys.stdout if is_rank0() else io.StringIO()): data = _data(a.bs)
         torch.manual_seed(a.seed)
         gr = dict(leak=0.1, sub=0.4, maxv=6.)
         model = init_cnn(get_cnn_model(data, [16, 32, 64, 64, 64], conv_norm, norm=BatchNorm, **gr), a=gr['leak'])
@@ -132,6 +135,8 @@ def main(argv=None):
             if a.save: _save(learn.model, a.save); print(f'saved the weights to {a.save}')
             print('RESULT ' + json.dumps(res), flush=True)
     finally:
+        learn = model = None                # free the DDP reducer (held by the last batch's graph) before the group
+        gc.collect()
         if distributed: dist.destroy_process_group()
 
 

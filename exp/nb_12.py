@@ -140,6 +140,7 @@ def _dc_after_validate(self):
 def _dc_after_fit(self):
     "Give the learner back its module and its single-process data."
     if self.module is None: return                           # begin_fit did not get far
+    if self.in_train: self.run.pred = self.run.loss = None   # a cancelled training batch's graph holds DDP's reducer
     self.run.model, self.run.data = self.module, self.single_data
     self.module = self.ddp = self.single_data = None
 
