@@ -33,9 +33,28 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exp.nb_12 import (  # noqa: E402
-    AvgStatsCallback, BatchNorm, BatchTransformXCallback, CancelTrainException, Callback, DataBunch, Dataset,
-    DeviceCallback, DistributedCallback, Learner, accuracy, adam_opt, conv_norm, get_cnn_model, get_dls,
-    get_fashion, init_cnn, is_rank0, mnist_resize, normalize, one_cycle_cbs, setup_distributed,
+    AvgStatsCallback,
+    BatchNorm,
+    BatchTransformXCallback,
+    Callback,
+    CancelTrainException,
+    DataBunch,
+    Dataset,
+    DeviceCallback,
+    DistributedCallback,
+    Learner,
+    accuracy,
+    adam_opt,
+    conv_norm,
+    get_cnn_model,
+    get_dls,
+    get_fashion,
+    init_cnn,
+    is_rank0,
+    mnist_resize,
+    normalize,
+    one_cycle_cbs,
+    setup_distributed,
 )
 
 
@@ -69,7 +88,8 @@ def _data(bs):
     "Normalised Fashion-MNIST in lesson 03's loaders (the DistributedCallback replaces them by each rank's shards)."
     x_train, y_train, x_valid, y_valid = get_fashion()
     m, s = x_train.mean(), x_train.std()
-    return DataBunch(*get_dls(Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid), bs), c=10)
+    trn, val = Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid)
+    return DataBunch(*get_dls(trn, val, bs), c=10)
 
 
 def _allreduce_ms(numel, device, reps=20):

@@ -10,7 +10,19 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 
-# %% nbs/12_distributed.ipynb, code cell 3
+# %% nbs/12_distributed.ipynb, code cell 2
+def epoch_shards(n, bs, seed, epoch, rank=0, world_size=1):
+    "Rank `rank`'s index batches for `epoch`: a permutation of range(n) seeded by (seed, epoch), cut in batches of `bs`, each split in `world_size` parts."
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    batches = torch.randperm(n, generator=g).split(bs)
+    return [b.tensor_split(world_size)[rank] for b in batches if len(b) >= world_size]
+
+def _valid_shard(n, bs, rank, world_size):
+    "Rank `rank`'s part of the validation set, in order, in batches of at most `bs`."
+    return list(torch.arange(n).tensor_split(world_size)[rank].split(bs))
+
+
+# %% nbs/12_distributed.ipynb, code cell 4
 def dist_backend(device):
     "The torch.distributed backend for `device`: 'nccl' for CUDA, 'gloo' otherwise."
     return 'nccl' if torch.device(device).type == 'cuda' else 'gloo'
@@ -25,7 +37,7 @@ def setup_distributed(backend=None, timeout_s=120, init_method=None, rank=-1, wo
     return device
 
 
-# %% nbs/12_distributed.ipynb, code cell 4
+# %% nbs/12_distributed.ipynb, code cell 5
 def is_rank0():
     "True in the process of rank 0, or when there is no process group (a single process)."
     return not dist.is_initialized() or dist.get_rank() == 0
@@ -35,18 +47,6 @@ def rank0_only(f):
     @functools.wraps(f)
     def _f(*args, **kwargs): return f(*args, **kwargs) if is_rank0() else None
     return _f
-
-
-# %% nbs/12_distributed.ipynb, code cell 5
-def epoch_shards(n, bs, seed, epoch, rank=0, world_size=1):
-    "Rank `rank`'s index batches for `epoch`: a permutation of range(n) seeded by (seed, epoch), cut in batches of `bs`, each split in `world_size` parts."
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    batches = torch.randperm(n, generator=g).split(bs)
-    return [b.tensor_split(world_size)[rank] for b in batches if len(b) >= world_size]
-
-def _valid_shard(n, bs, rank, world_size):
-    "Rank `rank`'s part of the validation set, in order, in batches of at most `bs`."
-    return list(torch.arange(n).tensor_split(world_size)[rank].split(bs))
 
 
 # %% nbs/12_distributed.ipynb, code cell 6

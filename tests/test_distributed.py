@@ -64,7 +64,7 @@ class _EpochBatches:
 
 
 class _EpochCancelAtLoss(Callback):
-    "On rank `rank` only: CancelEpochException at after_loss of training step `n_iter` of epoch 0 (before the backward pass)."
+    "On rank `rank` only: CancelEpochException at after_loss of step `n_iter` of epoch 0 (before the backward pass)."
     _order = 5
     def __init__(self, rank, n_iter): self.rank, self.at = rank, n_iter
     def after_loss(self):
@@ -130,7 +130,8 @@ def test_two_ranks_match_one_process(tmp_path):
     assert len(r0['history']) == len(ref['history']) == EPOCHS
     for h0, h1, hr in zip(r0['history'], r1['history'], ref['history']):
         assert h0 == h1, 'the ranks report different statistics'
-        for k in ('train_loss', 'valid_loss', 'valid_accuracy', 'train_accuracy'): assert h0[k] == pytest.approx(hr[k], abs=1e-6)
+        for k in ('train_loss', 'valid_loss', 'valid_accuracy', 'train_accuracy'):
+            assert h0[k] == pytest.approx(hr[k], abs=1e-6)
 
 
 def test_cancel_on_one_rank_ends_both(tmp_path):
