@@ -82,18 +82,21 @@ class DistributedCallback(Callback):
         self.bs, self.valid_bs, self.seed, self.ddp_kwargs = bs, valid_bs, seed, ddp_kwargs
         self.module = self.ddp = self.single_data = None
 
-    @property
-    def run(self):
-        "The learner this callback is attached to."
-        return self._run
-
-    @run.setter
-    def run(self, learn):
-        self._run = learn
-        if learn is not None: _quiet_other_ranks(learn)
-
 
 # %% nbs/12_distributed.ipynb, code cell 9
+def _dc_get_run(self):
+    "The learner this callback is attached to."
+    return self._run
+
+def _dc_set_run(self, learn):
+    "Attach to `learn`; on ranks other than 0, silence its printing callbacks at once (before any header is printed)."
+    self._run = learn
+    if learn is not None: _quiet_other_ranks(learn)
+
+DistributedCallback.run = property(_dc_get_run, _dc_set_run)
+
+
+# %% nbs/12_distributed.ipynb, code cell 10
 def _dc_begin_fit(self):
     "Check the process group; replace the learner's loaders by this rank's shards; silence other ranks."
     if not dist.is_initialized():
@@ -103,6 +106,12 @@ def _dc_begin_fit(self):
     self.module, self.ddp, self.votes, self.single_data = self.model, None, 0, self.data
     self.device = next(self.module.parameters()).device
     self.comm_device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
+    _dc_shard_data(self)
+
+
+# %% nbs/12_distributed.ipynb, code cell 11
+def _dc_shard_data(self):
+    "Replace the learner's loaders (on a shallow copy of its data) by this rank's shards."
     tds, vds = self.data.train_ds, self.data.valid_ds
     bs, vbs = self.bs or _loader_bs(self.data.train_dl), self.valid_bs or _loader_bs(self.data.valid_dl)
     r, w, seed = self.rank, self.world_size, self.seed
@@ -111,7 +120,7 @@ def _dc_begin_fit(self):
     self.data.valid_dl = _ShardLoader(vds, lambda e: _valid_shard(len(vds), vbs, r, w))
 
 
-# %% nbs/12_distributed.ipynb, code cell 10
+# %% nbs/12_distributed.ipynb, code cell 12
 def _dc_begin_epoch(self):
     "Wrap the model in DDP the first time (every callback's begin_fit has run); set this epoch's shards."
     if self.ddp is None:
@@ -127,7 +136,7 @@ def _dc_begin_validate(self):
     for b in self.module.buffers(): dist.broadcast(b, 0)
 
 
-# %% nbs/12_distributed.ipynb, code cell 11
+# %% nbs/12_distributed.ipynb, code cell 13
 def _dc_after_validate(self):
     "Sum the AvgStatsCallback totals and counts over the ranks, so every rank reports the statistics of the whole data."
     for cb in self.cbs:
@@ -137,6 +146,8 @@ def _dc_after_validate(self):
             dist.all_reduce(t)
             s.count, s.totals = int(t[0]), t[1:].tolist()
 
+
+# %% nbs/12_distributed.ipynb, code cell 14
 def _dc_after_fit(self):
     "Give the learner back its module and its single-process data."
     if self.module is None: return                           # begin_fit did not get far
@@ -148,7 +159,7 @@ DistributedCallback.begin_fit, DistributedCallback.begin_epoch, DistributedCallb
 DistributedCallback.after_validate, DistributedCallback.after_fit = _dc_after_validate, _dc_after_fit
 
 
-# %% nbs/12_distributed.ipynb, code cell 12
+# %% nbs/12_distributed.ipynb, code cell 15
 def _dc_vote(self, code):
     "All-reduce (max) this rank's cancel code (0 none, 1 batch, 2 epoch, 3 train); raise the agreed cancel if it is stronger."
     t = torch.tensor([code], device=self.comm_device)
@@ -156,6 +167,8 @@ def _dc_vote(self, code):
     self.votes += 1
     if int(t) > code: raise _CANCELS_BY_CODE[int(t)]()
 
+
+# %% nbs/12_distributed.ipynb, code cell 16
 def _dc_after_loss(self):
     "Vote 1 of each training batch, before the backward pass (DDP's all-reduce)."
     if self.in_train and self.votes == 0: _dc_vote(self, 0)
@@ -167,7 +180,7 @@ def _dc_after_batch(self):
     self.votes = 0
 
 
-# %% nbs/12_distributed.ipynb, code cell 13
+# %% nbs/12_distributed.ipynb, code cell 17
 def _dc_cancel_batch(self):
     "A batch cancel raised here before vote 1: the other ranks skip their backward pass too."
     if self.in_train and self.votes == 0: _dc_vote(self, 1)
