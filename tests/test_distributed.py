@@ -26,6 +26,7 @@ from exp.nb_12 import (
     accuracy,
     dist_backend,
     epoch_shards,
+    find_lr,
     is_rank0,
     rank0_only,
     setup_distributed,
@@ -96,7 +97,11 @@ def _worker(rank, world, tmp, mode):
             cbs += [_EpochCancelAtLoss(1, 1), _TrainCancelAtStep(0, 3)]
         learn = _learner(_data(), cbs)
         learn.fit(EPOCHS)
-        (tmp / f'rank{rank}.json').write_text(json.dumps(_summary(learn)))
+        res = _summary(learn)
+        if mode == 'cancel':          # an LR range test: each rank's loss explodes at its own batch; they must agree
+            finder = find_lr(learn, max_iter=40, min_lr=1e-3, max_lr=1e5, keep=DistributedCallback)
+            res.update(finder_lrs=finder.lrs, diverged=finder.diverged)
+        (tmp / f'rank{rank}.json').write_text(json.dumps(res))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -142,6 +147,7 @@ def test_cancel_on_one_rank_ends_both(tmp_path):
     # rank 0's own cancel skipped its after_batch (n_iter 3)
     assert r0['params'] == r1['params'] and (r0['n_iter'], r1['n_iter']) == (3, 4)
     assert len(r0['history']) == len(r1['history']) == 1 and r0['history'] == r1['history']
+    assert r0['diverged'] and r1['diverged'] and r0['finder_lrs'] == r1['finder_lrs'] and len(r0['finder_lrs']) < 40
 
 
 def test_epoch_shards_partition_the_single_process_batches():
