@@ -5,7 +5,7 @@
 
 # %% nbs/12_distributed.ipynb, code cell 1
 from exp.nb_10c import *
-import copy, datetime, functools, os
+import copy, datetime, functools, gc, os
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -154,6 +154,7 @@ def _dc_after_fit(self):
     if self.in_train: self.run.pred = self.run.loss = None   # a cancelled training batch's graph holds DDP's reducer
     self.run.model, self.run.data = self.module, self.single_data
     self.module = self.ddp = self.single_data = None
+    gc.collect()              # free the DDP wrapper (it sits in reference cycles) while the process group is alive
 
 DistributedCallback.begin_fit, DistributedCallback.begin_epoch, DistributedCallback.begin_validate = _dc_begin_fit, _dc_begin_epoch, _dc_begin_validate
 DistributedCallback.after_validate, DistributedCallback.after_fit = _dc_after_validate, _dc_after_fit
