@@ -1,7 +1,10 @@
 """Tests for exp.nb_12: DistributedCallback with 2 processes on gloo (spawned by torch.multiprocessing, file://
 rendezvous in a temporary folder, timeouts so that a hang fails within a minute): the ranks' weights are identical
-and equal to a single process's trained on the whole batches; the reported statistics are the single process's;
+and equal to a single process's trained on the whole batches; the reported statistics are the single process's and
+only rank 0 prints them;
 a cancel raised on one rank ends training on both. Plus epoch_shards and the single-process helpers."""
+import contextlib
+import io
 import json
 import math
 import time
@@ -45,12 +48,12 @@ def _data():
                      DataLoader(val, Sampler(val, 8), batched=True), c=3)
 
 
-def _learner(data, cbs=()):
+def _learner(data, cbs=(), show=False):
     "A small model without batchnorm, SGD with momentum; the same initial weights in every process."
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
     return Learner(model, optim.SGD(model.parameters(), lr=0.2, momentum=0.9), F.cross_entropy, data,
-                   cbs=[AvgStatsCallback([accuracy], show=False), *cbs])
+                   cbs=[AvgStatsCallback([accuracy], show=show), *cbs])
 
 
 class _EpochBatches:
@@ -95,9 +98,9 @@ def _worker(rank, world, tmp, mode):
         cbs = [DistributedCallback(seed=SEED)]
         if mode == 'cancel':
             cbs += [_EpochCancelAtLoss(1, 1), _TrainCancelAtStep(0, 3)]
-        learn = _learner(_data(), cbs)
-        learn.fit(EPOCHS)
-        res = _summary(learn)
+        learn, out = _learner(_data(), cbs, show=True), io.StringIO()
+        with contextlib.redirect_stdout(out): learn.fit(EPOCHS)
+        res = dict(_summary(learn), printed=out.getvalue())
         if mode == 'cancel':          # an LR range test: each rank's loss explodes at its own batch; they must agree
             finder = find_lr(learn, max_iter=40, min_lr=1e-3, max_lr=1e5, keep=DistributedCallback)
             res.update(finder_lrs=finder.lrs, diverged=finder.diverged)
@@ -130,6 +133,7 @@ def test_two_ranks_match_one_process(tmp_path):
     r0, r1 = _spawn(tmp_path, 'plain')
     ref = _single()
     assert r0['params'] == r1['params'], 'the ranks drifted apart'
+    assert 'valid_accuracy' in r0['printed'] and r1['printed'] == '', 'only rank 0 prints'
     assert max(abs(a - b) for a, b in zip(r0['params'], ref['params'])) < 1e-6
     assert r0['n_iter'] == ref['n_iter'] == EPOCHS * N_TRAIN // BS and r0['model_type'] == 'Sequential'
     assert len(r0['history']) == len(ref['history']) == EPOCHS
