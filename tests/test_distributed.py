@@ -1,8 +1,8 @@
 """Tests for exp.nb_12: DistributedCallback with 2 processes on gloo (spawned by torch.multiprocessing, file://
 rendezvous in a temporary folder, timeouts so that a hang fails within a minute): the ranks' weights are identical
 and equal to a single process's trained on the whole batches; the reported statistics are the single process's and
-only rank 0 prints them;
-a cancel raised on one rank ends training on both. Plus epoch_shards and the single-process helpers."""
+only rank 0 prints them; a cancel raised on one rank (and an LR range test) ends training on both. Plus epoch_shards
+and the single-process helpers."""
 import contextlib
 import io
 import json
