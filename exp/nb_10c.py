@@ -4,7 +4,7 @@
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 1
-from exp.nb_09 import *
+from exp.nb_10b import *
 import copy, math, time
 from pathlib import Path
 
@@ -183,6 +183,6 @@ AutocastCallback.param_groups = property(lambda self: self.opt.param_groups, doc
 
 
 # %% what `from exp.nb_10c import *` hands over (see notebook2script.py)
-from exp.nb_09 import __all__ as _nb_09_all
-__all__ = sorted({*_nb_09_all, 'AutocastCallback', 'MixedPrecision', 'autocast_dtype', 'half_model_copy', 'math',
-    'time'})
+from exp.nb_10b import __all__ as _nb_10b_all
+__all__ = sorted({*_nb_10b_all, 'AutocastCallback', 'MixedPrecision', 'autocast_dtype', 'half_model_copy',
+    'math', 'time'})

@@ -4,7 +4,7 @@
 
 
 # %% nbs/12_distributed.ipynb, code cell 1
-from exp.nb_10c import *
+from exp.nb_11a import *
 import copy, datetime, functools, gc, os
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -199,6 +199,6 @@ DistributedCallback.after_cancel_epoch, DistributedCallback.after_cancel_train =
 
 
 # %% what `from exp.nb_12 import *` hands over (see notebook2script.py)
-from exp.nb_10c import __all__ as _nb_10c_all
-__all__ = sorted({*_nb_10c_all, 'DistributedCallback', 'dist_backend', 'epoch_shards', 'is_rank0', 'rank0_only',
+from exp.nb_11a import __all__ as _nb_11a_all
+__all__ = sorted({*_nb_11a_all, 'DistributedCallback', 'dist_backend', 'epoch_shards', 'is_rank0', 'rank0_only',
     'setup_distributed'})
