@@ -1,5 +1,6 @@
 """Tests for exp.nb_11: ResBlock and XResNet (shapes, parameter counts from the architecture, shortcuts,
-zero-initialised branches), avg_pool2x2 and flops_summary against PyTorch, the confusion matrix, and a tiny fit on the shipped sample."""
+zero-initialised branches), avg_pool2x2 and flops_summary against PyTorch,
+the confusion matrix, and a tiny fit on the shipped sample."""
 import pytest
 import torch
 import torch.nn.functional as F
