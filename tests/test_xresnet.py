@@ -1,5 +1,6 @@
-"""Tests for exp.nb_11: ResBlock and XResNet (shapes, parameter counts from the architecture, shortcuts, zero-initialised
-branches), avg_pool2x2 and flops_summary against PyTorch, the confusion matrix, and a tiny fit on the shipped sample."""
+"""Tests for exp.nb_11: ResBlock and XResNet (shapes, parameter counts from the architecture, shortcuts,
+zero-initialised branches), avg_pool2x2 and flops_summary against PyTorch,
+the confusion matrix, and a tiny fit on the shipped sample."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ def conv_params(ni, nf, ks):
 
 
 def expected_params(expansion, layers, c_in=1, c_out=10, stem=(16, 32), widths=(32, 64, 128, 256)):
-    "Parameter count of an XResNet written out from the architecture: stem convs, blocks (branch + shortcut), linear head."
+    "Parameter count of an XResNet from the architecture: stem convs, blocks (branch + shortcut), linear head."
     sizes = [c_in, *stem]
     n = sum(conv_params(a, b, 3) for a, b in zip(sizes, sizes[1:]))
     prev = stem[-1]
@@ -80,7 +81,8 @@ def test_shortcut_types():
     wider = ResBlock(1, 16, 32)
     assert isinstance(wider.pool, nn.Identity) and wider.idconv[0].kernel_size == (1, 1)
     down = ResBlock(1, 16, 32, stride=2)
-    assert isinstance(down.pool, nn.AvgPool2d) and down.idconv[0].kernel_size == (1, 1) and down.idconv[0].stride == (1, 1)
+    assert isinstance(down.pool, nn.AvgPool2d)
+    assert down.idconv[0].kernel_size == (1, 1) and down.idconv[0].stride == (1, 1)
     assert down(torch.randn(2, 16, 28, 28)).shape == (2, 32, 14, 14)
     with pytest.raises(ValueError, match='expansion must be 1'): ResBlock(2, 16, 16)
 
