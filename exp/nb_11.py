@@ -4,7 +4,7 @@
 
 
 # %% nbs/11_xresnet.ipynb, code cell 1
-from exp.nb_10 import *
+from exp.nb_10c import *
 from exp.nb_08 import _layer_name
 import time
 from functools import partial
@@ -172,7 +172,7 @@ def most_confused(cm, classes, n=5):
 
 
 # %% what `from exp.nb_11 import *` hands over (see notebook2script.py)
-from exp.nb_10 import __all__ as _nb_10_all
-__all__ = sorted({*_nb_10_all, 'ChannelsLastCallback', 'F', 'ResBlock', 'XResNet', 'avg_pool2x2',
+from exp.nb_10c import __all__ as _nb_10c_all
+__all__ = sorted({*_nb_10c_all, 'ChannelsLastCallback', 'F', 'ResBlock', 'XResNet', 'avg_pool2x2',
     'confusion_matrix', 'fashion_images', 'flops_summary', 'most_confused', 'nn', 'partial', 'plot_confusion',
     'plt', 'time', 'torch', 'valid_preds', 'xres_conv', 'xres_learner', 'xresnet18', 'xresnet34', 'xresnet50'})
