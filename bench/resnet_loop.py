@@ -64,6 +64,9 @@ class PlainLoop:
     "The plain PyTorch side: model, AdamW, OneCycleLR and loaders; `epoch()` trains one epoch and validates."
     def __init__(self, model, data, epochs, lr, wd, ls, pct_start=0.25, foreach=None):
         self.model, self.data, self.ls = model.to(memory_format=torch.channels_last), data, ls
+        if epochs * len(data.train_dl) * pct_start < 2:
+            raise SystemExit(f'resnet_loop: {epochs} epochs of {len(data.train_dl)} batches are too few for OneCycleLR '
+                             f'(its warm-up would have under 2 steps); use more epochs or a larger --subset')
         self.opt = torch.optim.AdamW(model.parameters(), lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=wd,
                                      foreach=foreach)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(
