@@ -65,11 +65,17 @@ def _loader_bs(dl):
 
 
 # %% nbs/12_distributed.ipynb, code cell 7
+class _Discard(list):
+    "A list that ignores appends: what a Recorder records into on ranks other than 0."
+    def append(self, o): pass
+
 def _quiet_other_ranks(learn):
-    "On ranks other than 0, stop the learner's printing callbacks from printing."
+    "On ranks other than 0, stop the learner's printing callbacks from printing and its recorders from recording."
     if is_rank0(): return
     for cb in learn.cbs:
         if isinstance(cb, (AvgStatsCallback, ProgressCallback)): cb.show = False
+        if isinstance(cb, Recorder) and hasattr(cb, 'losses'):   # after Recorder.begin_fit made its lists
+            cb.losses, cb.vals = _Discard(), {h: [_Discard() for _ in v] for h, v in cb.vals.items()}
 
 _CANCELS_BY_CODE = (None, CancelBatchException, CancelEpochException, CancelTrainException)
 

@@ -25,6 +25,7 @@ from exp.nb_12 import (
     Dataset,
     DistributedCallback,
     Learner,
+    Recorder,
     Sampler,
     accuracy,
     dist_backend,
@@ -95,12 +96,12 @@ def _worker(rank, world, tmp, mode):
     torch.set_num_threads(1)
     setup_distributed('gloo', timeout_s=30, init_method=f'file://{tmp}/rendezvous', rank=rank, world_size=world)
     try:
-        cbs = [DistributedCallback(seed=SEED)]
+        cbs = [DistributedCallback(seed=SEED), Recorder()]
         if mode == 'cancel':
             cbs += [_EpochCancelAtLoss(1, 1), _TrainCancelAtStep(0, 3)]
         learn, out = _learner(_data(), cbs, show=True), io.StringIO()
         with contextlib.redirect_stdout(out): learn.fit(EPOCHS)
-        res = dict(_summary(learn), printed=out.getvalue())
+        res = dict(_summary(learn), printed=out.getvalue(), recorded=len(learn.recorder.losses))
         if mode == 'cancel':          # an LR range test: each rank's loss explodes at its own batch; they must agree
             finder = find_lr(learn, max_iter=40, min_lr=1e-3, max_lr=1e5, keep=DistributedCallback)
             res.update(finder_lrs=finder.lrs, diverged=finder.diverged)
@@ -134,6 +135,7 @@ def test_two_ranks_match_one_process(tmp_path):
     ref = _single()
     assert r0['params'] == r1['params'], 'the ranks drifted apart'
     assert 'valid_accuracy' in r0['printed'] and r1['printed'] == '', 'only rank 0 prints'
+    assert r0['recorded'] == r0['n_iter'] and r1['recorded'] == 0, 'only rank 0 records'
     assert max(abs(a - b) for a, b in zip(r0['params'], ref['params'])) < 1e-6
     assert r0['n_iter'] == ref['n_iter'] == EPOCHS * N_TRAIN // BS and r0['model_type'] == 'Sequential'
     assert len(r0['history']) == len(ref['history']) == EPOCHS
