@@ -16,60 +16,23 @@ import time
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 from exp.nb_11 import (
+    AugmentCallback,
     AvgStatsCallback,
     Callback,
     DataBunch,
     Dataset,
     accuracy,
     fashion_images,
+    flip_batch,
     get_dls,
     is_full_fashion,
+    pad_crop,
+    tta,
     xres_learner,
     xresnet18,
 )
-
-# ---- the augmentations and TTA: lesson 10's (exp.nb_10); a stand-in with the same API if it is missing ------------
-try:
-    from exp.nb_10 import AugmentCallback, flip_batch, pad_crop, tta
-    AUG_SOURCE = 'exp.nb_10 (lesson 10)'
-except ImportError:
-    AUG_SOURCE = 'stand-in in bench/fashion_resnet.py (exp.nb_10 not available)'
-
-    def flip_batch(x, p=0.5):
-        "Each image of the batch mirrored left-right with probability p."
-        flip = torch.rand(len(x), device=x.device) < p
-        return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-    def pad_crop(x, pad=2, fill=0.):
-        "Each image padded by `pad` pixels of `fill` and cropped back to its size at a random offset."
-        n, c, h, w = x.shape
-        xp = F.pad(x, (pad,) * 4, value=fill)
-        dy, dx = (torch.randint(0, 2 * pad + 1, (n,), device=x.device) for _ in range(2))
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None].expand(n, h, w)
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :].expand(n, h, w)
-        return xp[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-
-    class AugmentCallback(Callback):
-        "Applies the transforms to the training batches only."
-        _order = 3
-        def __init__(self, *tfms): self.tfms = tfms
-        def begin_batch(self):
-            if self.run.in_train:
-                for t in self.tfms: self.run.xb = t(self.xb)
-
-    @torch.no_grad()
-    def tta(model, dl):
-        "Softmax predictions over `dl`: plain, and averaged with the mirrored batch's (probs, tta_probs, targets)."
-        model.eval()
-        ps, pts, ys = [], [], []
-        for xb, yb in dl:
-            p = model(xb).softmax(-1)
-            ps.append(p); pts.append((p + model(xb.flip(-1)).softmax(-1)) / 2); ys.append(yb)
-        return torch.cat(ps), torch.cat(pts), torch.cat(ys)
-# ------------------------------------------------------------------------------------------------------------------
 
 
 def tta_accuracy(learn):
@@ -116,7 +79,8 @@ def main():
     print(f'xresnet18 ({n_par:,} parameters), {a.epochs} epochs, lr {a.lr}, wd {a.wd}, label smoothing {a.ls}, '
           f'batch {a.bs}, seed {a.seed}, threads {torch.get_num_threads()}; '
           f'augmentation: flip_batch + pad_crop(pad={a.pad}, fill={bg:.3f}) '
-          f'from {AUG_SOURCE}; {len(data.train_ds):,} training images (full Fashion-MNIST: {full and not a.subset})',
+          f'from exp.nb_10 (lesson 10); {len(data.train_ds):,} training images '
+          f'(full Fashion-MNIST: {full and not a.subset})',
           flush=True)
     t0 = time.perf_counter()
     learn.fit(a.epochs)
