@@ -11,28 +11,29 @@ part of the notebook's file name before the first `_`, after a marker naming the
 (`# %% nbs/04_callbacks.ipynb, code cell 20`). Numbered notebooks are zero-padded, so name order is
 lesson order.
 
-Each module ends with an `__all__` that makes `from exp.nb_XX import *` hand over exactly: the public
-names (no leading `_`) that its export cells define, those of its imports named in LESSON_LIBRARIES (the
-few libraries the lessons use: torch, tensor, nn, F, plt, ...), and everything the exp modules it
-star-imports hand over. Nothing else, so a module's plumbing (gzip, Path, ...) stays private.
+Each module ends with an `__all__` that makes `from exp.nb_XX import *` hand over exactly the public names
+(no leading `_`) that its own export cells define: not what it imports (torch, the earlier lessons' modules),
+so a module's plumbing (gzip, Path, ...) stays private and each name has one home. A lesson imports, in its
+first cell, the earlier lessons it builds on.
 
 With `--check`, lines like `stale: exp/nb_01.py (from nbs/01_matmul.ipynb)` name every module that is
 stale, missing or orphaned (its notebook is gone or has no export cells any more).
 Exit codes: 0 success, 1 `--check` found differences, 2 bad input or usage.
 
+Every complete export (and every export into a folder that has one) also writes `exp/all.py`, the aggregate:
+`from exp.all import *` hands over every module's names and the libraries the lessons use (LESSON_LIBRARIES),
+leaving out the lessons' teaching versions of what PyTorch has under the same name (TORCH_NAMESPACES).
+
 From Python: `export('05_anneal.ipynb')` (a lesson's last cell) raises ExportError on failure.
-run_notebook.py and data/make_sample.py share `atomic_write`, `shown`, `setup_streams` and `parse_args`.
 """
 from __future__ import annotations
 
+import argparse
 import ast
-import contextlib
-import io
 import os
 import re
 import symtable
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,12 @@ ROOT = Path(__file__).resolve().parent
 GENERATOR = 'notebook2script.py'
 DIRECTIVE = re.compile(r'#\s*\|?\s*export\s*', re.IGNORECASE)  # a whole (stripped) line
 NEAR_DIRECTIVE = re.compile(r'#\s*\|?\s*export', re.IGNORECASE)  # the start of a (stripped) line
+AGGREGATE = 'all.py'  # `from exp.all import *`: the whole library, written beside the lesson modules
+LIBRARY_IMPORTS = ('import math, statistics, time', 'from functools import partial', 'import torch',
+                   'from torch import tensor, nn, optim', 'import torch.nn.functional as F',
+                   'import matplotlib.pyplot as plt')
 LESSON_LIBRARIES = ('math', 'statistics', 'time', 'partial', 'torch', 'tensor', 'nn', 'F', 'optim', 'plt')
-
-
-class UsageError(Exception):
-    """A bad command line: reported in one line, exit code 2."""
+TORCH_NAMESPACES = ('torch.nn', 'torch.nn.functional', 'torch.utils.data', 'torch.optim')
 
 
 class ExportError(Exception):
@@ -60,7 +62,7 @@ class ExportError(Exception):
         return self.messages[0] + (f' (and {more} more error{"s" * (more > 1)})' if more > 0 else '')
 
 
-# --------------------------------------------------------------------------- shared with the other tools
+# --------------------------------------------------------------------------- naming files
 
 def shown(path: Path, bases: tuple[Path, ...] | None = None) -> str:
     """`path` for messages: relative to the first of `bases` (default: repo root, cwd) holding it, else absolute."""
@@ -69,40 +71,6 @@ def shown(path: Path, bases: tuple[Path, ...] | None = None) -> str:
         if path.is_relative_to(base.resolve()):
             return path.relative_to(base.resolve()).as_posix()
     return str(path)
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write `data` to `path` through a temp file in the same folder and a rename: never a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data.encode('utf-8') if isinstance(data, str) else data)
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def setup_streams() -> None:
-    """Never crash printing a non-ASCII name or output on an ASCII console."""
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, 'reconfigure'):
-            stream.reconfigure(errors='backslashreplace')
-
-
-def parse_args(options, argv: list[str], name: str, flags: tuple[str, ...] = ()) -> dict:
-    """Parse `argv` with fire against `options` (which returns its arguments); UsageError for what fire rejects."""
-    import fire
-    argv = [f'{a}=True' if a in flags else a for a in argv]  # a bare flag must not swallow the next argument
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            return fire.Fire(options, command=argv, name=name, serialize=lambda _: None)
-    except fire.core.FireExit:
-        first = next((line for line in err.getvalue().splitlines() if line.strip()), 'bad command line')
-        raise UsageError(f"{first.removeprefix('ERROR: ').strip()} (see --help)") from None
 
 
 # --------------------------------------------------------------------------- finding and reading notebooks
@@ -205,13 +173,21 @@ def export_blocks(cells: list, label: str) -> tuple[list[tuple[int, str]], list[
     return blocks, errors, found
 
 
-def star_surface(code: str, label: str) -> tuple[list[str], list[str]]:
-    """(the exp modules `code` star-imports, the names it hands over itself) for the module's `__all__`."""
-    earlier = [n.module for n in ast.walk(ast.parse(code)) if isinstance(n, ast.ImportFrom)
-               and n.module and n.module.startswith('exp.') and n.names[0].name == '*']
-    names = [s.get_name() for s in symtable.symtable(code, label, 'exec').get_symbols()
-             if s.is_assigned() or (s.is_imported() and s.get_name() in LESSON_LIBRARIES)]
-    return earlier, sorted(n for n in names if not n.startswith('_'))
+def own_names(code: str, label: str) -> list[str]:
+    """The public names (no leading `_`) that `code` defines itself: its module's `__all__`."""
+    names = [s.get_name() for s in symtable.symtable(code, label, 'exec').get_symbols() if s.is_assigned()]
+    return sorted(n for n in names if not n.startswith('_'))
+
+
+def render_all(names: list[str], start: str = '') -> str:
+    """`__all__ = ['a', 'b']` wrapped to 120 columns; with `start='from m import ('`: `from m import (a, b)`."""
+    items, close = (names, ')') if start else (map(repr, names), ']')
+    lines, line, indent = [], start or '__all__ = [', '    '
+    for item in items:
+        if len(line) + len(item) > 116:
+            lines, line = lines + [line.rstrip()], indent
+        line += item + ', '
+    return '\n'.join(lines + [line.removesuffix(', ') + close])
 
 
 def render_module(label: str, module: str, blocks: list[tuple[int, str]]) -> str:
@@ -220,17 +196,49 @@ def render_module(label: str, module: str, blocks: list[tuple[int, str]]) -> str
               f'# Edit the notebook instead, then run: python {GENERATOR} {label}\n'
               '# Each block below is preceded by the notebook cell it came from (code cells counted from 1).')
     parts = [header] + [f'# %% {label}, code cell {number}\n{code}' for number, code in blocks]
-    earlier, names = star_surface('\n\n'.join(parts), label)
-    imports = ''.join(f"from {m} import __all__ as _{m.split('.')[-1]}_all\n" for m in earlier)
-    items = [f"*_{m.split('.')[-1]}_all" for m in earlier] + [repr(n) for n in names]
-    lines, line = [], '__all__ = sorted({'
-    for item in items:
-        if len(line) + len(item) > 112:
-            lines, line = lines + [line.rstrip()], '    '
-        line += item + ', '
-    parts.append(f'# %% what `from exp.{module} import *` hands over (see {GENERATOR})\n{imports}'
-                 + '\n'.join(lines + [line.removesuffix(', ') + '})']))
+    names = own_names('\n\n'.join(parts), label)
+    parts.append(f'# %% what `from exp.{module} import *` hands over: the names defined above (see {GENERATOR})\n'
+                 + render_all(names))
     return '\n\n\n'.join(parts) + '\n'
+
+
+def module_names(text: str) -> list[str]:
+    """The `__all__` of a generated module's text ([] if it has none)."""
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and [getattr(t, 'id', None) for t in node.targets] == ['__all__']:
+            return list(ast.literal_eval(node.value))
+    return []
+
+
+def torch_names() -> dict[str, str]:
+    """Every public name in TORCH_NAMESPACES, with the first namespace that defines it."""
+    import importlib
+    found: dict[str, str] = {}
+    for ns in TORCH_NAMESPACES:
+        for name in dir(importlib.import_module(ns)):
+            if not name.startswith('_'): found.setdefault(name, ns)
+    return found
+
+
+def render_aggregate(modules: dict[str, str]) -> str:
+    """`exp/all.py`: star-imports every module (by name, in lesson order), leaves out the teaching versions that
+    share a name with PyTorch's, and hands over the rest plus the libraries the lessons use."""
+    theirs, ours = torch_names(), {m: module_names(t) for m, t in sorted(modules.items())}
+    left_out = sorted((n, m, theirs[n]) for m, names in ours.items() for n in names if n in theirs)
+    names = sorted({n for ns in ours.values() for n in ns} - {n for n, _, _ in left_out} | set(LESSON_LIBRARIES))
+    doc = (f'# AUTOGENERATED by {GENERATOR} from the modules beside it: do not edit this file.\n'
+           '"""The whole library in one import, for your own notebooks and code: `from exp.all import *`.\n\n'
+           "It hands over each lesson module's own names and the libraries the lessons use, except a lesson's\n"
+           'teaching version of something PyTorch has under the same name\n(in ' + ', '.join(TORCH_NAMESPACES)
+           + "): those names stay PyTorch's. To use a teaching version,\nimport it from its lesson, e.g. "
+           '`from exp.nb_03 import DataLoader`.\n"""')
+    skipped = {n for n, _, _ in left_out}
+    imports = [render_all([n for n in ns if n not in skipped], f'from exp.{m} import (')
+               for m, ns in ours.items() if set(ns) - skipped]
+    notes = ''.join(f'\n#   {n:<18} exp.{m:<7} ({ns}.{n})' for n, m, ns in left_out)
+    return '\n'.join([doc, *LIBRARY_IMPORTS, *imports, '',
+                      "# Left out: the teaching versions that share a name with PyTorch's, and where each is defined:"
+                      + notes, render_all(names)]) + '\n'
 
 
 def notebook_module(cells: list, label: str, module: str = 'nb_00') -> tuple[str | None, int, list[str], list[str]]:
@@ -310,6 +318,17 @@ def read_bytes(path: Path) -> bytes | None:
     return path.read_bytes() if path.is_file() else None
 
 
+def planned_aggregate(plan: Plan) -> str | None:
+    """The text `dest/all.py` should have: for a complete plan, or when dest has one already; else None."""
+    if not (plan.complete or (plan.dest / AGGREGATE).is_file()):
+        return None
+    texts = {} if plan.complete else {p.stem: p.read_text('utf-8') for p in plan.dest.glob('nb_*.py')}
+    for m in plan.modules:
+        texts.pop(m.path.stem, None)
+        if m.text is not None: texts[m.path.stem] = m.text
+    return render_aggregate(texts)
+
+
 def plan_problems(plan: Plan) -> list[str]:
     """One line for every module that is stale, missing or orphaned; [] when in sync."""
     problems = []
@@ -317,6 +336,9 @@ def plan_problems(plan: Plan) -> list[str]:
         current = read_bytes(m.path)
         if m.text is not None and current != m.text.encode('utf-8'):
             problems.append(f"{'missing' if current is None else 'stale'}: {shown(m.path)} (from {m.label})")
+    aggregate, path = planned_aggregate(plan), plan.dest / AGGREGATE
+    if aggregate is not None and read_bytes(path) != aggregate.encode('utf-8'):
+        problems.append(f"{'missing' if read_bytes(path) is None else 'stale'}: {shown(path)} (from every module)")
     return problems + [f'orphaned: {shown(p)} ({why})' for p, why in orphaned_modules(plan)]
 
 
@@ -336,6 +358,7 @@ def sync_problems(notebooks: list[Path] | None = None, dest: Path | None = None)
 
 def write_plan(plan: Plan) -> list[str]:
     """Write every changed module (unchanged files are left alone); one report line per notebook."""
+    from exp.nb_00 import atomic_write  # the library's one atomic writer (lesson 00)
     report = []
     for m in plan.modules:
         if m.text is None:
@@ -349,6 +372,10 @@ def write_plan(plan: Plan) -> list[str]:
             m.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(m.path, m.text)
             report.append(f'wrote {what}')
+    aggregate, path = planned_aggregate(plan), plan.dest / AGGREGATE
+    if aggregate is not None and read_bytes(path) != aggregate.encode('utf-8'):
+        atomic_write(path, aggregate)
+        report.append(f'wrote {shown(path)} (the whole library: from exp.all import *)')
     return report
 
 
@@ -381,31 +408,29 @@ def export(*notebooks: str, dest: str | None = None) -> None:
     run([str(n) for n in notebooks], dest)
 
 
-def _options(*notebooks: str, dest: str | None = None, check: bool = False) -> dict:
-    if type(check) is not bool:
-        raise UsageError(f'--check takes no value (got {check!r})')
-    if dest is not None and type(dest) not in (str, int):
-        raise UsageError('--dest needs a folder name')
-    bad = [n for n in notebooks if type(n) not in (str, int)]
-    if bad:
-        raise UsageError(f'not a notebook path: {bad[0]!r}')
-    return dict(notebooks=[str(n) for n in notebooks], dest=None if dest is None else str(dest), check=check)
+def parser() -> argparse.ArgumentParser:
+    """The command line's options; `--help` shows them after the module's docstring."""
+    p = argparse.ArgumentParser(prog=GENERATOR, description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('notebooks', nargs='*', metavar='NOTEBOOK', help='notebooks or folders of them (default: nbs/)')
+    p.add_argument('--dest', metavar='DIR', help='where the modules go (default: exp/)')
+    p.add_argument('--check', action='store_true', help='write nothing; exit 1 if the modules are out of date')
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line: returns the exit code."""
-    setup_streams()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if '--help' in argv or '-h' in argv:
-        print(__doc__.strip())
-        return 0
+    """The command line: returns the exit code (argparse exits with 2 on a usage error)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors='backslashreplace')  # never crash printing a name on an ASCII console
     try:
-        return run(**parse_args(_options, argv, GENERATOR, flags=('--check', '-c')))
-    except UsageError as e:
-        print(f'error: {e}\nusage: python {GENERATOR} [NOTEBOOK ...] [--dest DIR] [--check]', file=sys.stderr)
+        args = parser().parse_args(argv)
+        return run(args.notebooks, args.dest, args.check)
     except ExportError as e:
         print('\n'.join(f'error: {line}' for line in e.messages), file=sys.stderr)
-    return 2
+        return 2
+    except BrokenPipeError:  # e.g. `--help | head -2`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == '__main__':

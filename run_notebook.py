@@ -24,8 +24,10 @@ uses it to make each lesson a pytest test.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
+import os
 import re
 import sys
 import tempfile
@@ -35,18 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from notebook2script import (
-    ROOT,
-    ExportError,
-    UsageError,
-    atomic_write,
-    find_notebooks,
-    parse_args,
-    read_cells,
-    setup_streams,
-    shown,
-    sync_problems,
-)
+from notebook2script import ROOT, ExportError, find_notebooks, read_cells, shown, sync_problems
 
 OUTPUT_LINES = 60  # at most this many lines of a failing cell's output, or of a dead kernel's stderr, are shown
 _ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]')
@@ -204,6 +195,7 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
             kernels.discard(state.get('kernel'))
     if failure is None and save:
         nb.metadata = metadata  # the kernel's language_info is not ours to commit
+        from exp.nb_00 import atomic_write  # the library's one atomic writer (lesson 00)
         atomic_write(path, nbformat.writes(nb) + '\n')
         saved = True
     return NotebookResult(path, shown(path), failure is None, time.perf_counter() - start, failure, saved)
@@ -256,6 +248,10 @@ def run_notebook(path: Path | str, timeout: float = 600, save: bool = False) -> 
 
 # --------------------------------------------------------------------------- command line
 
+class UsageError(Exception):
+    "A bad command line: reported after the usage line, exit code 2."
+
+
 def resolve_paths(args: list[str]) -> list[Path]:
     "The notebooks named by the command line (files or folders; none means nbs/); UsageError if one is bad."
     found = []
@@ -293,31 +289,36 @@ def sync_report(paths: list[Path]) -> list[str]:
              ' (or pass --no-check to run anyway).'])
 
 
-def _options(*paths: str, timeout: float = 600, workers: int = 1, save: bool = False, no_check: bool = False) -> dict:
-    if type(timeout) not in (int, float) or timeout <= 0:
-        raise UsageError(f'--timeout takes a positive number of seconds, got {timeout!r}')
-    if type(workers) is not int or workers < 1:
-        raise UsageError(f'--workers takes a positive whole number, got {workers!r}')
-    for flag, value in (('--save', save), ('--no-check', no_check)):
-        if type(value) is not bool:
-            raise UsageError(f'{flag} is a flag and takes no value, got {value!r}')
-    return dict(paths=[str(p) for p in paths], timeout=timeout, workers=workers, save=save, no_check=no_check)
+def _positive(kind: type):
+    "An argparse type: a positive number of `kind` (int or float), or a plain-words error."
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"takes a positive {'whole ' * (kind is int)}number, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
-def main(argv: list[str] | None = None) -> int:
-    "The command line: returns the exit code."
-    setup_streams()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if '--help' in argv or '-h' in argv:
-        print(__doc__.strip())
-        return 0
-    try:
-        opts = parse_args(_options, argv, 'run_notebook.py', flags=('--save', '-s', '--no-check', '--no_check', '-n'))
-        paths = resolve_paths(opts['paths'])
-    except UsageError as e:
-        print(f'run_notebook.py: error: {e}', file=sys.stderr)
-        return 2
-    problems = [] if opts['no_check'] else sync_report(paths)
+def parser() -> argparse.ArgumentParser:
+    "The command line's options; `--help` shows them after the module's docstring."
+    p = argparse.ArgumentParser(prog='run_notebook.py', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('paths', nargs='*', metavar='NOTEBOOK', help='notebooks or folders of them (default: nbs/)')
+    p.add_argument('--timeout', type=_positive(float), default=600, metavar='S', help='seconds each cell may take')
+    p.add_argument('--workers', type=_positive(int), default=1, metavar='N', help='notebooks run at once')
+    p.add_argument('--save', action='store_true', help='write each notebook that passed back with its outputs')
+    p.add_argument('--no-check', action='store_true', help='skip the check that exp/ is in sync with nbs/')
+    return p
+
+
+def run(opts: argparse.Namespace) -> int:
+    "Run the notebooks the options name, printing a line as each finishes and a summary; the exit code."
+    paths = resolve_paths(opts.paths)
+    problems = [] if opts.no_check else sync_report(paths)
     if problems:
         print('\n'.join(problems))
         return 1
@@ -327,13 +328,28 @@ def main(argv: list[str] | None = None) -> int:
         with lock:  # one whole block at a time, so that parallel notebooks never interleave
             print(r.line(width) + ('\n' + r.report() if r.failure else ''), flush=True)
 
+    results = run_notebooks(paths, opts.timeout, opts.workers, opts.save, done)
+    print('\n' + format_summary(results))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    "The command line: returns the exit code (2 on a usage error, after argparse's usage line)."
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors='backslashreplace')  # never crash printing a name on an ASCII console
+    p = parser()
     try:
-        results = run_notebooks(paths, opts['timeout'], opts['workers'], opts['save'], done)
+        return run(p.parse_args(argv))
+    except UsageError as e:
+        p.print_usage(sys.stderr)
+        print(f'run_notebook.py: error: {e}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('run_notebook.py: interrupted', file=sys.stderr)
         return 130
-    print('\n' + format_summary(results))
-    return 0 if all(r.passed for r in results) else 1
+    except BrokenPipeError:  # e.g. `--help | head -2`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == '__main__':

@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from exp.nb_02 import FastLin, FastModel, Model, data_dir, get_data, is_full_mnist, mse, normalize
+from exp.nb_00a import data_dir, get_data, is_full_mnist
+from exp.nb_02 import FastLin, FastModel, Model, mse, normalize
 
 ROWS, N_IN, NH = 50_000, 784, 50
 Fns = tuple[Callable[[], None], Callable[[], None], Callable[[], None]]  # reset, forward, backward

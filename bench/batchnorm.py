@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exp.nb_07 import BatchNorm, conv_norm, get_cnn_model
+from exp.nb_06 import get_cnn_model
+from exp.nb_07 import BatchNorm, conv_norm
 
 NFS = [16, 32, 64, 64, 64]
 

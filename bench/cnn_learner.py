@@ -32,19 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import optim
 
+from exp.nb_03 import ArrayDataset, accuracy, get_dls
+from exp.nb_04 import AvgStatsCallback, DataBunch, Learner
 from exp.nb_06 import (
     ActivationStats,
-    AvgStatsCallback,
     BatchTransformXCallback,
-    DataBunch,
-    Dataset,
     DeviceCallback,
     Hooks,
-    Learner,
-    accuracy,
     default_device,
     get_cnn_model,
-    get_dls,
     init_cnn,
     mnist_resize,
 )
@@ -57,7 +53,7 @@ def make_dls(n: int, n_valid: int, bs: int, seed: int = 0) -> tuple:
     "Lesson 03 DataLoaders over random MNIST-shaped rows: `n` training, `n_valid` validation."
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n + n_valid, 784, generator=g), torch.randint(0, 10, (n + n_valid,), generator=g)
-    return get_dls(Dataset(x[:n], y[:n]), Dataset(x[n:], y[n:]), bs)
+    return get_dls(ArrayDataset(x[:n], y[:n]), ArrayDataset(x[n:], y[n:]), bs)
 
 
 def fresh(device: torch.device) -> tuple:

@@ -32,31 +32,24 @@ import torch
 import torch.nn.functional as F
 from torch import optim
 
+from exp.nb_00a import FASHION_CLASSES, data_dir, get_fashion
+from exp.nb_03 import ArrayDataset, get_dls
+from exp.nb_04 import DataBunch, Learner
+from exp.nb_06 import BatchTransformXCallback, DeviceCallback, get_cnn_model, init_cnn
+from exp.nb_07 import conv_norm
 from exp.nb_08 import (
-    FASHION_CLASSES,
-    BatchTransformXCallback,
     CategoryProcessor,
-    DataBunch,
-    Dataset,
-    DeviceCallback,
     ImageList,
-    Learner,
     SplitData,
     compare_epochs,
-    conv_norm,
-    data_dir,
     databunchify,
     decode_once,
     default_num_workers,
     export_image_folder,
     file_batches,
-    get_cnn_model,
-    get_dls,
-    get_fashion,
     get_files,
     grandparent_splitter,
     image_extensions,
-    init_cnn,
     label_by_func,
     normalize_chan,
     parent_labeler,
@@ -124,8 +117,8 @@ def main():
     ova = torch.tensor([int(f.stem) for f in ll.valid.x.items])
     xs = cached.train.x.float() / 255
     norm = functools.partial(normalize_chan, mean=xs.mean((0, 2, 3)), std=xs.std((0, 2, 3)))
-    tdata = DataBunch(*get_dls(Dataset(x_train[otr].view(-1, 1, 28, 28), y_train[otr]),
-                               Dataset(x_valid[ova].view(-1, 1, 28, 28), y_valid[ova]), a.bs), c=10)
+    tdata = DataBunch(*get_dls(ArrayDataset(x_train[otr].view(-1, 1, 28, 28), y_train[otr]),
+                               ArrayDataset(x_valid[ova].view(-1, 1, 28, 28), y_valid[ova]), a.bs), c=10)
     tdata.c_in, tdata.c_out = 1, 10
     contenders = {'tensors': tdata, 'PNG, decoded once': databunchify(cached, a.bs)}
     for nw_ in (0, 1):

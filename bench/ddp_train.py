@@ -32,30 +32,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from exp.nb_12 import (  # noqa: E402
-    AvgStatsCallback,
-    BatchNorm,
-    BatchTransformXCallback,
-    Callback,
-    CancelTrainException,
-    DataBunch,
-    Dataset,
-    DeviceCallback,
-    DistributedCallback,
-    Learner,
-    accuracy,
-    adam_opt,
-    conv_norm,
-    get_cnn_model,
-    get_dls,
-    get_fashion,
-    init_cnn,
-    is_rank0,
-    mnist_resize,
-    normalize,
-    one_cycle_cbs,
-    setup_distributed,
-)
+from exp.nb_00a import get_fashion
+from exp.nb_02 import normalize
+from exp.nb_03 import ArrayDataset, accuracy, get_dls
+from exp.nb_04 import AvgStatsCallback, Callback, CancelTrainException, DataBunch, Learner
+from exp.nb_05 import one_cycle_cbs
+from exp.nb_06 import BatchTransformXCallback, DeviceCallback, get_cnn_model, init_cnn, mnist_resize
+from exp.nb_07 import BatchNorm, conv_norm
+from exp.nb_09 import adam_opt
+from exp.nb_12 import DistributedCallback, is_rank0, setup_distributed
 
 
 class _StepClock(Callback):
@@ -88,7 +73,7 @@ def _data(bs):
     "Normalised Fashion-MNIST in lesson 03's loaders (the DistributedCallback replaces them by each rank's shards)."
     x_train, y_train, x_valid, y_valid = get_fashion()
     m, s = x_train.mean(), x_train.std()
-    trn, val = Dataset(normalize(x_train, m, s), y_train), Dataset(normalize(x_valid, m, s), y_valid)
+    trn, val = ArrayDataset(normalize(x_train, m, s), y_train), ArrayDataset(normalize(x_valid, m, s), y_valid)
     return DataBunch(*get_dls(trn, val, bs), c=10)
 
 

@@ -17,22 +17,11 @@ from functools import partial
 
 import torch
 
-from exp.nb_11 import (
-    AugmentCallback,
-    AvgStatsCallback,
-    Callback,
-    DataBunch,
-    Dataset,
-    accuracy,
-    fashion_images,
-    flip_batch,
-    get_dls,
-    is_full_fashion,
-    pad_crop,
-    tta,
-    xres_learner,
-    xresnet18,
-)
+from exp.nb_00a import is_full_fashion
+from exp.nb_03 import ArrayDataset, accuracy, get_dls
+from exp.nb_04 import AvgStatsCallback, Callback, DataBunch
+from exp.nb_10 import AugmentCallback, flip_batch, pad_crop, tta
+from exp.nb_11 import fashion_images, xres_learner, xresnet18
 
 
 def tta_accuracy(learn):
@@ -69,7 +58,7 @@ def main():
     if a.subset:
         tr, va = data.train_ds, data.valid_ds
         n, nv = a.subset, a.subset // 5
-        data = DataBunch(*get_dls(Dataset(tr.x[:n], tr.y[:n]), Dataset(va.x[:nv], va.y[:nv]), a.bs), c=10)
+        data = DataBunch(*get_dls(ArrayDataset(tr.x[:n], tr.y[:n]), ArrayDataset(va.x[:nv], va.y[:nv]), a.bs), c=10)
     bg = float(data.train_ds.x.min())                 # a background (black) pixel after normalisation: the padding
     torch.manual_seed(a.seed)
     learn = xres_learner(data, xresnet18, lr=a.lr, wd=a.wd, ls=a.ls,

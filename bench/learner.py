@@ -33,19 +33,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from exp.nb_05 import (
-    AvgStatsCallback,
-    DataBunch,
-    Dataset,
-    Learner,
-    ParamScheduler,
-    ProgressCallback,
-    accuracy,
-    fit,
-    get_dls,
-    get_model,
-    sched_one_cycle,
-)
+from exp.nb_03 import ArrayDataset, accuracy, fit, get_dls, get_model
+from exp.nb_04 import AvgStatsCallback, DataBunch, Learner, ProgressCallback
+from exp.nb_05 import ParamScheduler, sched_one_cycle
 
 Run = Callable[[], tuple[float, float]]
 
@@ -54,7 +44,7 @@ def make_dls(n: int, n_valid: int, bs: int, seed: int = 0) -> tuple:
     "Lesson 03 DataLoaders over random MNIST-shaped data: `n` training rows, `n_valid` validation rows."
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n + n_valid, 784, generator=g), torch.randint(0, 10, (n + n_valid,), generator=g)
-    return get_dls(Dataset(x[:n], y[:n]), Dataset(x[n:], y[n:]), bs)
+    return get_dls(ArrayDataset(x[:n], y[:n]), ArrayDataset(x[n:], y[n:]), bs)
 
 
 def fresh_model(lr: float = 0.2) -> tuple:

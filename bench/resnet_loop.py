@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 import torch.utils.data as tud
 
-from exp.nb_11 import AvgStatsCallback, Callback, DataBunch, Dataset, accuracy, fashion_images, xres_learner, xresnet18
+from exp.nb_03 import ArrayDataset, accuracy
+from exp.nb_04 import AvgStatsCallback, Callback, DataBunch
+from exp.nb_11 import fashion_images, xres_learner, xresnet18
 
 TARGET = 0.93
 
@@ -125,7 +127,7 @@ def main():
     if a.threads: torch.set_num_threads(a.threads)
     full = fashion_images(a.bs)
     tr, va = full.train_ds, full.valid_ds
-    if a.subset: tr, va = Dataset(tr.x[:a.subset], tr.y[:a.subset]), Dataset(va.x[:a.subset // 5], va.y[:a.subset // 5])
+    if a.subset: tr, va = ArrayDataset(tr.x[:a.subset], tr.y[:a.subset]), ArrayDataset(va.x[:a.subset // 5], va.y[:a.subset // 5])
     if not a.no_probe: probe(tr.x, tr.y)
     torch.manual_seed(a.seed)
     model = xresnet18()

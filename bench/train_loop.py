@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch import nn, optim
 
-from exp.nb_03 import BasicOptimizer, DataLoader, Dataset, Sampler, cross_entropy
+from exp.nb_03 import ArrayDataset, BasicOptimizer, DataLoader, Sampler, cross_entropy
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -58,7 +58,7 @@ def slices(x: torch.Tensor, y: torch.Tensor, bs: int) -> Batches:
 
 def make_ways(x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, Callable[[], int]]:
     "One zero-argument function per way, each training a fresh model for one epoch."
-    ds = Dataset(x, y)
+    ds = ArrayDataset(x, y)
     def ours(batched: bool) -> Callable[[], int]:
         def run() -> int:
             model = make_model()

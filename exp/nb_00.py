@@ -54,5 +54,55 @@ def test_near_zero(a, tol=1e-3):
 test.__test__ = test_eq.__test__ = test_fail.__test__ = test_near.__test__ = test_near_zero.__test__ = False
 
 
-# %% what `from exp.nb_00 import *` hands over (see notebook2script.py)
-__all__ = sorted({'near', 'test', 'test_eq', 'test_fail', 'test_near', 'test_near_zero', 'torch'})
+# %% nbs/00_exports.ipynb, code cell 11
+import inspect
+
+def patch(f):
+    "Decorator: make `f` a method of the class its first argument is annotated with (`def f(self: Learner)`)."
+    params = list(inspect.signature(f).parameters.values())
+    cls = params[0].annotation if params else None
+    if not isinstance(cls, type) or cls is inspect.Parameter.empty:
+        raise TypeError(f"patch: annotate the first argument of {f.__name__} with a class, e.g. (self: Learner)")
+    f.__qualname__ = f'{cls.__name__}.{f.__name__}'
+    setattr(cls, f.__name__, f)
+    return f
+
+
+# %% nbs/00_exports.ipynb, code cell 13
+import glob, os, tempfile
+from pathlib import Path
+
+def _alive(pid):
+    "Whether process `pid` is running (POSIX; elsewhere assume it is)."
+    if os.name != 'posix': return True
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _remove_leftovers(path):
+    "Remove the temp files of earlier `atomic_write`s to `path` whose processes are gone."
+    for t in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
+        pid = t.name[len(path.name) + 2:].split('.')[0]
+        if pid.isdigit() and not _alive(int(pid)): t.unlink(missing_ok=True)
+
+
+# %% nbs/00_exports.ipynb, code cell 14
+def atomic_write(path, data):
+    "Write `data` (bytes, str, or a function that writes to a binary file) to `path` via a temp file and a rename."
+    path = Path(path)
+    _remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            if callable(data): data(f)
+            else: f.write(data.encode('utf-8') if isinstance(data, str) else data)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# %% what `from exp.nb_00 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['atomic_write', 'near', 'patch', 'test', 'test_eq', 'test_fail', 'test_near', 'test_near_zero']

@@ -5,8 +5,10 @@
 
 # %% nbs/00a_data.ipynb, code cell 1
 from exp.nb_00 import *
+import time
 import torch
 from torch import tensor
+import matplotlib.pyplot as plt
 
 
 # %% nbs/00a_data.ipynb, code cell 3
@@ -376,10 +378,8 @@ def is_full_fashion(x_train):
     return len(x_train) == FASHION_ROWS['full'][0]
 
 
-# %% what `from exp.nb_00a import *` hands over (see notebook2script.py)
-from exp.nb_00 import __all__ as _nb_00_all
-__all__ = sorted({*_nb_00_all, 'ArrayUnpickler', 'DataError', 'FASHION_CLASSES', 'FASHION_ROWS',
-    'FASHION_SAMPLE_SHA256', 'FASHION_SHA256', 'FASHION_URLS', 'FashionError', 'MNIST_ROWS', 'MNIST_SHA256',
-    'MNIST_URLS', 'MnistError', 'data_dir', 'download_fashion', 'download_mnist', 'get_data', 'get_fashion',
-    'get_test_data', 'is_full_fashion', 'is_full_mnist', 'load_fashion', 'load_fashion_sample', 'load_mnist',
-    'read_idx', 'tensor', 'torch'})
+# %% what `from exp.nb_00a import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['ArrayUnpickler', 'DataError', 'FASHION_CLASSES', 'FASHION_ROWS', 'FASHION_SAMPLE_SHA256',
+    'FASHION_SHA256', 'FASHION_URLS', 'FashionError', 'MNIST_ROWS', 'MNIST_SHA256', 'MNIST_URLS', 'MnistError',
+    'data_dir', 'download_fashion', 'download_mnist', 'get_data', 'get_fashion', 'get_test_data', 'is_full_fashion',
+    'is_full_mnist', 'load_fashion', 'load_fashion_sample', 'load_mnist', 'read_idx']

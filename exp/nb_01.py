@@ -4,6 +4,7 @@
 
 
 # %% nbs/01_matmul.ipynb, code cell 1
+from exp.nb_00 import *
 from exp.nb_00a import *
 import math, statistics, time
 import torch
@@ -74,7 +75,5 @@ def matmul_einsum(a, b):
     return torch.einsum('ik,kj->ij', a, b)
 
 
-# %% what `from exp.nb_01 import *` hands over (see notebook2script.py)
-from exp.nb_00a import __all__ as _nb_00a_all
-__all__ = sorted({*_nb_00a_all, 'math', 'matmul_broadcast', 'matmul_einsum', 'matmul_elementwise',
-    'matmul_loops', 'plt', 'statistics', 'tensor', 'time', 'timeit_us', 'torch'})
+# %% what `from exp.nb_01 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['matmul_broadcast', 'matmul_einsum', 'matmul_elementwise', 'matmul_loops', 'timeit_us']

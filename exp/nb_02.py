@@ -4,7 +4,14 @@
 
 
 # %% nbs/02_fully_connected.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
 from exp.nb_01 import *
+import math, statistics, time
+import torch
+from torch import nn
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
 
 
 # %% nbs/02_fully_connected.ipynb, code cell 4
@@ -182,7 +189,6 @@ class FastModel(Model):
         self.layers[0].backward(inp_grad)
 
 
-# %% what `from exp.nb_02 import *` hands over (see notebook2script.py)
-from exp.nb_01 import __all__ as _nb_01_all
-__all__ = sorted({*_nb_01_all, 'FastLin', 'FastModel', 'FastModule', 'FastMse', 'FastRelu', 'Lin', 'Model',
-    'Module', 'Mse', 'Relu', 'check_grad', 'compare_us', 'lin', 'mse', 'normalize', 'relu'})
+# %% what `from exp.nb_02 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['FastLin', 'FastModel', 'FastModule', 'FastMse', 'FastRelu', 'Lin', 'Model', 'Module', 'Mse', 'Relu',
+    'check_grad', 'compare_us', 'lin', 'mse', 'normalize', 'relu']

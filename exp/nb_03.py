@@ -4,11 +4,16 @@
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_01 import *
 from exp.nb_02 import *
+import math, statistics, time
 import torch
 from torch import tensor, nn, optim
 import torch.nn.functional as F
 import torch.utils.data as tud
+import matplotlib.pyplot as plt
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 8
@@ -24,13 +29,19 @@ def log_softmax(x):
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 12
-def nll(inp, targ):
-    "Mean negative log likelihood of the target classes `targ`, given log-probabilities `inp`."
-    return -inp[torch.arange(len(targ)), targ].mean()
+def _reduce(loss, reduction):
+    "Reduce per-item losses as PyTorch's losses do: 'mean', 'sum' or 'none'."
+    if reduction not in ('mean', 'sum', 'none'):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
 
-def cross_entropy(inp, targ):
+def nll(inp, targ, reduction='mean'):
+    "Negative log likelihood of the target classes `targ` given log-probabilities `inp` (by default the batch mean)."
+    return _reduce(-inp[torch.arange(len(targ)), targ], reduction)
+
+def cross_entropy(inp, targ, reduction='mean'):
     "Cross-entropy loss from raw scores `inp` and integer targets `targ`: `nll(log_softmax(inp), targ)`."
-    return nll(log_softmax(inp), targ)
+    return nll(log_softmax(inp), targ, reduction)
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 14
@@ -63,7 +74,7 @@ def get_model(n_in=784, nh=50, n_out=10, lr=0.5):
 
 
 # %% nbs/03_minibatch_training.ipynb, code cell 28
-class Dataset:
+class ArrayDataset:
     "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`, and `i` may be a tensor or list of indices (a batch)."
     def __init__(self, x, y): self.x, self.y = x, y
     def __len__(self): return len(self.x)
@@ -159,8 +170,6 @@ def get_dls(train_ds, valid_ds, bs, **kwargs):
     return dl(train_ds, bs, tud.RandomSampler(train_ds)), dl(valid_ds, bs * 2, tud.SequentialSampler(valid_ds))
 
 
-# %% what `from exp.nb_03 import *` hands over (see notebook2script.py)
-from exp.nb_02 import __all__ as _nb_02_all
-__all__ = sorted({*_nb_02_all, 'BasicOptimizer', 'DataLoader', 'Dataset', 'F', 'Sampler', 'accuracy', 'collate',
-    'cross_entropy', 'fit', 'get_dls', 'get_model', 'log_softmax', 'logsumexp', 'nll', 'nn', 'optim', 'tensor',
-    'torch'})
+# %% what `from exp.nb_03 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['ArrayDataset', 'BasicOptimizer', 'DataLoader', 'Sampler', 'accuracy', 'collate', 'cross_entropy', 'fit',
+    'get_dls', 'get_model', 'log_softmax', 'logsumexp', 'nll']

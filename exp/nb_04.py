@@ -4,12 +4,16 @@
 
 
 # %% nbs/04_callbacks.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
 from exp.nb_03 import *
-import os, re, sys, time
+import contextlib, os, re, sys, time
 import torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+import matplotlib.pyplot as plt
 
 
 # %% nbs/04_callbacks.ipynb, code cell 3
@@ -75,7 +79,7 @@ class CancelBatchException(Exception):
 # %% nbs/04_callbacks.ipynb, code cell 13
 class TrainEvalCallback(Callback):
     "Sets train/eval mode and `in_train`; counts training batches `n_iter` and fractional epochs `n_epochs`."
-    _order = -10
+    _order = Callback._order - 10
     def begin_fit(self): self.run.n_epochs, self.run.n_iter = 0., 0
 
     def begin_epoch(self):
@@ -95,16 +99,28 @@ class TrainEvalCallback(Callback):
 
 
 # %% nbs/04_callbacks.ipynb, code cell 14
+@contextlib.contextmanager
+def eval_mode(model):
+    "Context manager: `model` in eval mode with no gradients inside; its train/eval mode is restored afterwards."
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(): yield model
+    finally: model.train(was_training)
+
+
+# %% nbs/04_callbacks.ipynb, code cell 16
 def _as_list(o):
     "`o` as a list: None -> [], list/tuple -> list, anything else -> [o]."
     if o is None: return []
     return list(o) if isinstance(o, (list, tuple)) else [o]
 
 
-# %% nbs/04_callbacks.ipynb, code cell 15
+# %% nbs/04_callbacks.ipynb, code cell 17
 class Learner:
-    "Model, optimizer (or a function `opt(params, lr=lr)` building one), loss function and data, trained by one fixed loop that calls callbacks at each event."
+    "Model, optimizer (or a function making one), loss function and data, trained by one loop that calls callbacks."
     def __init__(self, model, opt, loss_func, data, cbs=None, lr=None, splitter=None):
+        "`opt`: an optimizer, or `opt(param_groups, lr=lr)` making one. The Learner adds its own TrainEvalCallback."
         self.model, self.loss_func, self.data, self.lr, self.splitter = model, loss_func, data, lr, splitter
         self.opt_func = opt if callable(opt) else None        # a function that builds the optimizer...
         self.opt = self.make_opt() if callable(opt) else opt  # ...or the optimizer itself
@@ -124,59 +140,80 @@ class Learner:
             try: self('after_fit')
             finally: self.remove_cbs(extra)
 
-    def _do_epoch(self):
-        self._one_pass('begin_epoch', self.data.train_dl)             # the training pass
-        with torch.no_grad():
-            self._one_pass('begin_validate', self.data.valid_dl)      # the validation pass
-            self('after_validate')
-        self('after_epoch')
 
-    def _one_pass(self, begin, dl):
-        self.dl, self.iters = dl, len(dl)
-        try:
-            self(begin)
-            for xb, yb in dl: self._one_batch(xb, yb)
-        except CancelEpochException: self('after_cancel_epoch')
+# %% nbs/04_callbacks.ipynb, code cell 18
+@patch
+def _do_epoch(self: Learner):
+    self._one_pass('begin_epoch', self.data.train_dl)             # the training pass
+    with torch.no_grad():
+        self._one_pass('begin_validate', self.data.valid_dl)      # the validation pass
+        self('after_validate')
+    self('after_epoch')
 
-    def _one_batch(self, xb, yb):
-        self.xb, self.yb = xb, yb
-        try:
-            self('begin_batch')
-            self.pred = self.model(self.xb);                  self('after_pred')
-            self.loss = self.loss_func(self.pred, self.yb);   self('after_loss')
-            if self.in_train:
-                self.opt.zero_grad()
-                self.loss.backward();                         self('after_backward')
-                self.opt.step();                              self('after_step')
-        except CancelBatchException: self('after_cancel_batch')
-        self('after_batch')
+@patch
+def _one_pass(self: Learner, begin, dl):
+    self.dl, self.iters = dl, len(dl)
+    try:
+        self(begin)
+        for xb, yb in dl: self._one_batch(xb, yb)
+    except CancelEpochException: self('after_cancel_epoch')
 
 
-# %% nbs/04_callbacks.ipynb, code cell 16
-def _attach(self, cbs):
-    "Attach callbacks (objects, or classes/functions making one); each becomes `learn.<cb.name>`."
-    new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
-    for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
-    return new
+# %% nbs/04_callbacks.ipynb, code cell 19
+@patch
+def _one_batch(self: Learner, xb, yb):
+    self.xb, self.yb = xb, yb
+    try:
+        self('begin_batch')
+        self._do('predict');           self('after_pred')
+        self._do('get_loss');          self('after_loss')
+        if self.in_train:
+            self._do('zero_grad')
+            self._do('backward');      self('after_backward')
+            self._do('step');          self('after_step')
+    except CancelBatchException: self('after_cancel_batch')
+    self('after_batch')
 
-def _detach(self, cbs):
-    "Detach callbacks."
-    for cb in _as_list(cbs):
-        self.cbs.remove(cb)
-        if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
 
-def _event(self, event):
-    "Run every callback's method for `event`, lowest `_order` first."
-    for cb in sorted(self.cbs, key=lambda cb: cb._order):
-        f = getattr(cb, event, None)
-        if f is not None: f()
+# %% nbs/04_callbacks.ipynb, code cell 20
+STEP_PARTS = ('predict', 'get_loss', 'zero_grad', 'backward', 'step')
 
+@patch
+def predict(self: Learner):
+    "Step part: the model's output for the batch, `pred`."
+    self.pred = self.model(self.xb)
+
+@patch
+def get_loss(self: Learner):
+    "Step part: `loss`, from `pred` and the targets."
+    self.loss = self.loss_func(self.pred, self.yb)
+
+@patch
+def zero_grad(self: Learner):
+    "Step part: forget the last batch's gradients."
+    self.opt.zero_grad()
+
+
+# %% nbs/04_callbacks.ipynb, code cell 21
+@patch
+def backward(self: Learner):
+    "Step part: the gradients of `loss`."
+    self.loss.backward()
+
+@patch
+def step(self: Learner):
+    "Step part: the optimizer's update of the weights."
+    self.opt.step()
+
+
+# %% nbs/04_callbacks.ipynb, code cell 24
 def _param_groups(ps):
     "Parameters, a list of lists of them, or a list of dicts with 'params' (PyTorch's parameter groups): as a list."
     ps = list(ps)
     return [g if isinstance(g, dict) else {'params': list(g)} for g in ps] if ps and not torch.is_tensor(ps[0]) else ps
 
-def _make_opt(self):
+@patch
+def make_opt(self: Learner):
     "Build a fresh optimizer: `opt_func(groups, lr=lr)`, the groups from `splitter(model)` (default: all parameters)."
     if self.opt_func is None:
         raise ValueError("Learner: this learner was given an optimizer object, so it cannot build a new one "
@@ -184,17 +221,15 @@ def _make_opt(self):
     groups = _param_groups(self.splitter(self.model) if self.splitter else self.model.parameters())
     return self.opt_func(groups) if self.lr is None else self.opt_func(groups, lr=self.lr)
 
-Learner.add_cbs, Learner.remove_cbs, Learner.__call__, Learner.make_opt = _attach, _detach, _event, _make_opt
 
-
-# %% nbs/04_callbacks.ipynb, code cell 17
+# %% nbs/04_callbacks.ipynb, code cell 25
 def get_learner(data, lr=0.5, nh=50, loss_func=F.cross_entropy, cbs=None):
     "A Learner for `data` with lesson 03's two-layer model (`nh` hidden units) and SGD at learning rate `lr`."
     n_in = data.train_ds.x.shape[1]
     return Learner(*get_model(n_in, nh, data.c, lr), loss_func, data, cbs=cbs)
 
 
-# %% nbs/04_callbacks.ipynb, code cell 25
+# %% nbs/04_callbacks.ipynb, code cell 34
 class AvgStats:
     "Batch-size-weighted averages of the loss and `metrics` over one pass (training or validation)."
     def __init__(self, metrics, in_train):
@@ -222,7 +257,7 @@ class AvgStats:
         return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 27
+# %% nbs/04_callbacks.ipynb, code cell 36
 def _fmt(v):
     "Format a table value: floats to 4 decimals, everything else with str."
     return f'{v:.4f}' if isinstance(v, float) else str(v)
@@ -232,7 +267,7 @@ def _table_line(vals, widths):
     return '  '.join(_fmt(v).rjust(w) for v, w in zip(vals, widths))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 28
+# %% nbs/04_callbacks.ipynb, code cell 37
 class AvgStatsCallback(Callback):
     "Training and validation AvgStats; after each epoch adds a row to `history` and prints it (if `show`)."
     def __init__(self, metrics=(), show=True, train_metrics=True):
@@ -260,7 +295,7 @@ class AvgStatsCallback(Callback):
         if self.show: tqdm.write(_table_line(vals, self.widths))
 
 
-# %% nbs/04_callbacks.ipynb, code cell 29
+# %% nbs/04_callbacks.ipynb, code cell 38
 def progress_enabled():
     "Whether progress bars should show: DLF_PROGRESS=1/0 if set, else in a Jupyter server's kernel or a terminal."
     v = os.environ.get('DLF_PROGRESS', '').strip().lower()
@@ -271,10 +306,10 @@ def progress_enabled():
     return sys.stderr is not None and sys.stderr.isatty()
 
 
-# %% nbs/04_callbacks.ipynb, code cell 31
+# %% nbs/04_callbacks.ipynb, code cell 40
 class ProgressCallback(Callback):
     "tqdm bars over epochs and over the batches of each pass; `show=None` follows `progress_enabled()`."
-    _order = 10
+    _order = Callback._order + 10                        # after the callbacks that compute what it shows
     def __init__(self, show=None): self.show, self.on, self.mbar, self.pbar = show, False, None, None
 
     def begin_fit(self):
@@ -304,7 +339,11 @@ class ProgressCallback(Callback):
         if self.mbar is not None: self.mbar.close(); self.mbar = None
 
 
-# %% nbs/04_callbacks.ipynb, code cell 36
+# %% nbs/04_callbacks.ipynb, code cell 45
+def _has(cb, name):
+    "Whether `cb`'s class defines `name` (not merely reads it from the runner)."
+    return callable(getattr(type(cb), name, None))
+
 def _check_events(cb):
     "Refuse a callback with a method that looks like an event but isn't one (e.g. a typo)."
     for k in dir(type(cb)):
@@ -314,35 +353,52 @@ def _check_events(cb):
 _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
 
 
-# %% nbs/04_callbacks.ipynb, code cell 37
+# %% nbs/04_callbacks.ipynb, code cell 46
 def _check_name(learn, cb, others=()):
     "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
     n = cb.name
     if any(c is cb for c in list(getattr(learn, 'cbs', [])) + list(others)):
         raise ValueError(f"this {type(cb).__name__} is already attached to the learner (as {n!r})")
-    if isinstance(getattr(learn, n, None), Callback) or any(c.name == n for c in others):
-        raise ValueError(f"a callback named {n!r} is already attached; remove it first (learn.remove_cbs(learn.{n}))")
+    taken = isinstance(getattr(learn, n, None), Callback)
+    if isinstance(cb, TrainEvalCallback) and (taken or any(isinstance(c, TrainEvalCallback) for c in others)):
+        raise ValueError("every Learner adds its own TrainEvalCallback: don't pass one")
+    if any(c.name == n for c in others):
+        raise ValueError(f"two callbacks named {n!r} in one call; pass one of them")
+    if taken:
+        raise ValueError(f"a callback named {n!r} is already attached; to replace it: learn.remove_cbs(learn.{n})")
     if hasattr(learn, n) or n in _LOOP_ATTRS:
         raise ValueError(f"callback name {n!r} would hide the learner's attribute of that name")
 
+def _check_parts(cbs, cb):
+    "Refuse `cb` if it takes over a part of the step that one of `cbs` already does."
+    for part in STEP_PARTS:
+        other = next((c for c in cbs if _has(c, part)), None)
+        if other is not None and _has(cb, part):
+            raise ValueError(f"{type(cb).__name__} and {type(other).__name__} both do the step's {part!r};"
+                             " only one callback may take over each part")
 
-# %% nbs/04_callbacks.ipynb, code cell 39
-def _add_cbs(self, cbs):
-    "Attach callbacks (objects, or classes/functions making one), all or none; each becomes `learn.<cb.name>`."
+
+# %% nbs/04_callbacks.ipynb, code cell 48
+@patch
+def add_cbs(self: Learner, cbs):
+    "Attach callbacks (objects, or classes making one), all or none; each becomes `learn.<cb.name>`. Returns them."
     new = [cb if isinstance(cb, Callback) else cb() for cb in _as_list(cbs)]
-    for i, cb in enumerate(new): _check_events(cb); _check_name(self, cb, new[:i])   # check all, then attach
+    for i, cb in enumerate(new):                                         # check them all, then attach
+        _check_events(cb); _check_name(self, cb, new[:i]); _check_parts(self.cbs + new[:i], cb)
+    for cb in new: cb.run = self; setattr(self, cb.name, cb); self.cbs.append(cb)
     self._handlers = None
-    return _attach(self, new)
+    return new
 
-def _remove_cbs(self, cbs):
+@patch
+def remove_cbs(self: Learner, cbs):
     "Detach callbacks (and forget the event handlers)."
-    _detach(self, cbs)
+    for cb in _as_list(cbs):
+        self.cbs.remove(cb)
+        if getattr(self, cb.name, None) is cb: delattr(self, cb.name)
     self._handlers = None
 
-Learner.add_cbs, Learner.remove_cbs = _add_cbs, _remove_cbs
 
-
-# %% nbs/04_callbacks.ipynb, code cell 42
+# %% nbs/04_callbacks.ipynb, code cell 51
 _BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
 CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
     CancelBatchException: _BATCH_STEPS,
@@ -351,16 +407,27 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# %% nbs/04_callbacks.ipynb, code cell 44
-def _build_handlers(self):
-    "Look up each callback's method for each event, once; lowest `_order` first."
+# %% nbs/04_callbacks.ipynb, code cell 53
+@patch
+def _build_handlers(self: Learner):
+    "Look up, once, each event's callback methods (lowest `_order` first) and who does each part of the step."
     cbs = sorted(self.cbs, key=lambda cb: cb._order)
-    self._handlers = {e: [getattr(cb, e) for cb in cbs if callable(getattr(type(cb), e, None))] for e in EVENTS}
+    self._handlers = {e: [getattr(cb, e) for cb in cbs if _has(cb, e)] for e in EVENTS}
+    self._parts = {p: next((getattr(cb, p) for cb in cbs if _has(cb, p)), getattr(self, p)) for p in STEP_PARTS}
     return self._handlers
 
+@patch
+def _do(self: Learner, part):
+    "Do one part of the training step (one of STEP_PARTS): the callback's version if one has it, else the learner's."
+    if not getattr(self, '_handlers', None): self._build_handlers()
+    self._parts[part]()
+
+
+# %% nbs/04_callbacks.ipynb, code cell 54
 _CANCELS = tuple(CANCEL_EVENTS)
 
-def _run_event(self, event):
+@patch
+def __call__(self: Learner, event):
     "Run every callback's method for `event`, lowest `_order` first; a cancel exception outside its loop is an error."
     hs = getattr(self, '_handlers', None) or self._build_handlers()
     try:
@@ -371,12 +438,9 @@ def _run_event(self, event):
         raise RuntimeError(f"{exc!r} raised in {event}, outside the loop it cancels "
                            f"(it may be raised in: {', '.join(allowed)})") from exc
 
-Learner._build_handlers, Learner.__call__ = _build_handlers, _run_event
 
-
-# %% what `from exp.nb_04 import *` hands over (see notebook2script.py)
-from exp.nb_03 import __all__ as _nb_03_all
-__all__ = sorted({*_nb_03_all, 'AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback',
-    'CancelBatchException', 'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'F',
-    'Learner', 'ProgressCallback', 'TrainEvalCallback', 'camel2snake', 'get_learner', 'nn', 'progress_enabled',
-    'time', 'torch'})
+# %% what `from exp.nb_04 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback', 'CancelBatchException',
+    'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'Learner', 'ProgressCallback',
+    'STEP_PARTS', 'TrainEvalCallback', 'add_cbs', 'backward', 'camel2snake', 'eval_mode', 'get_learner', 'get_loss',
+    'make_opt', 'predict', 'progress_enabled', 'remove_cbs', 'step', 'zero_grad']

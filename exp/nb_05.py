@@ -4,9 +4,14 @@
 
 
 # %% nbs/05_anneal.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
 from exp.nb_04 import *
-import bisect, copy, math
+import bisect, copy, math, time
 import matplotlib.pyplot as plt
+import torch
 
 
 # %% nbs/05_anneal.ipynb, code cell 3
@@ -208,7 +213,6 @@ def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
     return finder
 
 
-# %% what `from exp.nb_05 import *` hands over (see notebook2script.py)
-from exp.nb_04 import __all__ as _nb_04_all
-__all__ = sorted({*_nb_04_all, 'LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'math',
-    'one_cycle_cbs', 'plt', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle'})
+# %% what `from exp.nb_05 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'one_cycle_cbs', 'sched_cos',
+    'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle']

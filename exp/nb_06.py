@@ -4,10 +4,18 @@
 
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
 from exp.nb_05 import *
-import functools
+import functools, math, time
 from torch import nn, optim
 import torch.nn.functional as F
+import torch
+from torch import tensor
+import matplotlib.pyplot as plt
 
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 5
@@ -322,9 +330,8 @@ def conv2d_fast(x, weight, bias=None, stride=1, padding=0, channels_last=None):
     return _Conv2dFast.apply(x, weight, bias, stride, padding, channels_last)
 
 
-# %% what `from exp.nb_06 import *` hands over (see notebook2script.py)
-from exp.nb_05 import __all__ as _nb_05_all
-__all__ = sorted({*_nb_05_all, 'ActivationStats', 'BatchTransformXCallback', 'DeviceCallback', 'F',
-    'GeneralRelu', 'Hook', 'Hooks', 'Lambda', 'append_stats', 'conv2d', 'conv2d_fast', 'conv_layer',
-    'conv_out_size', 'default_device', 'flatten', 'get_cnn_layers', 'get_cnn_learner', 'get_cnn_model',
-    'get_hist', 'get_near_zero', 'im2col', 'init_cnn', 'mnist_resize', 'nn', 'optim'})
+# %% what `from exp.nb_06 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['ActivationStats', 'BatchTransformXCallback', 'DeviceCallback', 'GeneralRelu', 'Hook', 'Hooks', 'Lambda',
+    'append_stats', 'conv2d', 'conv2d_fast', 'conv_layer', 'conv_out_size', 'default_device', 'flatten',
+    'get_cnn_layers', 'get_cnn_learner', 'get_cnn_model', 'get_hist', 'get_near_zero', 'im2col', 'init_cnn',
+    'mnist_resize']

@@ -4,8 +4,19 @@
 
 
 # %% nbs/07_batchnorm.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_01 import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
 from exp.nb_06 import *
 import functools, math, time
+import torch
+from torch import tensor, nn, optim
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
 
 
 # %% nbs/07_batchnorm.ipynb, code cell 5
@@ -172,7 +183,5 @@ if not hasattr(BatchNorm, 'forward_plain'): BatchNorm.forward_plain = BatchNorm.
 BatchNorm.forward = _batchnorm_forward
 
 
-# %% what `from exp.nb_07 import *` hands over (see notebook2script.py)
-from exp.nb_06 import __all__ as _nb_06_all
-__all__ = sorted({*_nb_06_all, 'BatchNorm', 'GroupNorm', 'InstanceNorm', 'LayerNorm', 'RunningBatchNorm',
-    'conv_norm', 'math', 'time'})
+# %% what `from exp.nb_07 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['BatchNorm', 'GroupNorm', 'InstanceNorm', 'LayerNorm', 'RunningBatchNorm', 'conv_norm']

@@ -4,8 +4,20 @@
 
 
 # %% nbs/07a_lsuv.ipynb, code cell 1
-from exp.nb_07 import *
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+import math
+from functools import partial
 import warnings
+import torch
+from torch import nn, optim
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
 
 
 # %% nbs/07a_lsuv.ipynb, code cell 3
@@ -59,6 +71,5 @@ def lsuv_init(model, xb, layers=None, tol=1e-3, max_iter=30):
     return res
 
 
-# %% what `from exp.nb_07a import *` hands over (see notebook2script.py)
-from exp.nb_07 import __all__ as _nb_07_all
-__all__ = sorted({*_nb_07_all, 'layer_stats', 'lsuv_init'})
+# %% what `from exp.nb_07a import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['layer_stats', 'lsuv_init']

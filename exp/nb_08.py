@@ -4,7 +4,14 @@
 
 
 # %% nbs/08_data_block.ipynb, code cell 1
-from exp.nb_07a import *
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_07 import *
+import statistics
 import functools, itertools, math, os, sys, time
 import hashlib as _hashlib, json as _json, mimetypes as _mimetypes, operator as _operator
 from pathlib import Path
@@ -13,6 +20,10 @@ import torch.utils.data as tud
 from tqdm.auto import tqdm
 from exp.nb_00a import _short
 from exp.nb_04 import _as_list
+import torch
+from torch import nn, optim
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
 
 
 # %% nbs/08_data_block.ipynb, code cell 2
@@ -472,10 +483,9 @@ def compare_epochs(learners, rounds=2):
     return secs
 
 
-# %% what `from exp.nb_08 import *` hands over (see notebook2script.py)
-from exp.nb_07a import __all__ as _nb_07a_all
-__all__ = sorted({*_nb_07a_all, 'CategoryProcessor', 'FileBatchData', 'ImageError', 'ImageList', 'ItemList',
-    'LabeledData', 'Processor', 'SplitData', 'TensorData', 'Transform', 'compare_epochs', 'compose',
-    'databunchify', 'decode_once', 'default_num_workers', 'export_image_folder', 'file_batches', 'get_files',
-    'grandparent_splitter', 'image_extensions', 'label_by_func', 'math', 'model_summary', 'normalize_chan',
-    'open_image', 'parent_labeler', 'show_batch', 'time', 'to_byte_tensor', 'to_float_tensor'})
+# %% what `from exp.nb_08 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['CategoryProcessor', 'FileBatchData', 'ImageError', 'ImageList', 'ItemList', 'LabeledData', 'Processor',
+    'SplitData', 'TensorData', 'Transform', 'compare_epochs', 'compose', 'databunchify', 'decode_once',
+    'default_num_workers', 'export_image_folder', 'file_batches', 'get_files', 'grandparent_splitter',
+    'image_extensions', 'label_by_func', 'model_summary', 'normalize_chan', 'open_image', 'parent_labeler',
+    'show_batch', 'to_byte_tensor', 'to_float_tensor']

@@ -4,11 +4,21 @@
 
 
 # %% nbs/09_optimizers.ipynb, code cell 1
-from exp.nb_08 import *
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_07 import *
 from exp.nb_04 import _as_list, _param_groups
 import copy, math, time
 from functools import partial
 import matplotlib.pyplot as plt
+import torch
+from torch import nn, optim
+import torch.nn.functional as F
 
 
 # %% nbs/09_optimizers.ipynb, code cell 3
@@ -259,8 +269,7 @@ def _check_optimizer(self):
 Optimizer._check = _check_optimizer
 
 
-# %% what `from exp.nb_09 import *` hands over (see notebook2script.py)
-from exp.nb_08 import __all__ as _nb_08_all
-__all__ = sorted({*_nb_08_all, 'AverageGrad', 'AverageSqrGrad', 'ForeachOptimizer', 'Optimizer', 'Stat',
-    'StatefulOptimizer', 'StepCount', 'adam_opt', 'adam_step', 'debias', 'l2_reg', 'lamb_opt', 'lamb_step',
-    'math', 'momentum_step', 'partial', 'plt', 'sgd_opt', 'sgd_step', 'time', 'weight_decay'})
+# %% what `from exp.nb_09 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['AverageGrad', 'AverageSqrGrad', 'ForeachOptimizer', 'Optimizer', 'Stat', 'StatefulOptimizer',
+    'StepCount', 'adam_opt', 'adam_step', 'debias', 'l2_reg', 'lamb_opt', 'lamb_step', 'momentum_step', 'sgd_opt',
+    'sgd_step', 'weight_decay']

@@ -4,11 +4,21 @@
 
 
 # %% nbs/10_augmentation.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_07 import *
 from exp.nb_09 import *
 import math, time
 from functools import partial
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+import torch
+from torch import nn
 
 
 # %% nbs/10_augmentation.ipynb, code cell 4
@@ -100,7 +110,5 @@ def tta(model, dl, xtfm=None):
     return torch.cat(ps), torch.cat(pts), torch.cat(ys)
 
 
-# %% what `from exp.nb_10 import *` hands over (see notebook2script.py)
-from exp.nb_09 import __all__ as _nb_09_all
-__all__ = sorted({*_nb_09_all, 'AugmentCallback', 'F', 'RandErase', 'flip_batch', 'math', 'pad_crop', 'partial',
-    'plt', 'rotate_batch', 'time', 'tta'})
+# %% what `from exp.nb_10 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['AugmentCallback', 'RandErase', 'flip_batch', 'pad_crop', 'rotate_batch', 'tta']

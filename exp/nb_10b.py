@@ -4,11 +4,22 @@
 
 
 # %% nbs/10b_mixup_label_smoothing.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_07 import *
+from exp.nb_09 import *
 from exp.nb_10 import *
 import math, time
 from functools import partial
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
+import torch
+from torch import nn
 
 
 # %% nbs/10b_mixup_label_smoothing.ipynb, code cell 2
@@ -73,6 +84,5 @@ def _mixup_loss(self, pred, yb):
 MixUp.mixed_loss = _mixup_loss
 
 
-# %% what `from exp.nb_10b import *` hands over (see notebook2script.py)
-from exp.nb_10 import __all__ as _nb_10_all
-__all__ = sorted({*_nb_10_all, 'F', 'LabelSmoothingCrossEntropy', 'MixUp', 'math', 'partial', 'plt', 'time'})
+# %% what `from exp.nb_10b import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['LabelSmoothingCrossEntropy', 'MixUp']

@@ -4,9 +4,22 @@
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 1
-from exp.nb_10b import *
+from exp.nb_00a import *
+from exp.nb_01 import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_07 import *
+from exp.nb_09 import *
+from functools import partial
 import copy, math, time
 from pathlib import Path
+import torch
+from torch import nn, optim
+import torch.nn.functional as F
+import matplotlib.pyplot as plt
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 4
@@ -182,7 +195,5 @@ AutocastCallback.step = _ac_step
 AutocastCallback.param_groups = property(lambda self: self.opt.param_groups, doc="The learner's optimizer's parameter groups (for GradScaler).")
 
 
-# %% what `from exp.nb_10c import *` hands over (see notebook2script.py)
-from exp.nb_10b import __all__ as _nb_10b_all
-__all__ = sorted({*_nb_10b_all, 'AutocastCallback', 'MixedPrecision', 'autocast_dtype', 'half_model_copy',
-    'math', 'time'})
+# %% what `from exp.nb_10c import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['AutocastCallback', 'MixedPrecision', 'autocast_dtype', 'half_model_copy']

@@ -4,7 +4,15 @@
 
 
 # %% nbs/11_xresnet.ipynb, code cell 1
-from exp.nb_10c import *
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_06 import *
+from exp.nb_09 import *
+import math
 from exp.nb_08 import _layer_name
 import time
 from functools import partial
@@ -171,8 +179,7 @@ def most_confused(cm, classes, n=5):
     return [(classes[i // len(cm)], classes[i % len(cm)], int(k)) for k, i in zip(counts.tolist(), idx.tolist())]
 
 
-# %% what `from exp.nb_11 import *` hands over (see notebook2script.py)
-from exp.nb_10c import __all__ as _nb_10c_all
-__all__ = sorted({*_nb_10c_all, 'ChannelsLastCallback', 'F', 'ResBlock', 'XResNet', 'avg_pool2x2',
-    'confusion_matrix', 'fashion_images', 'flops_summary', 'most_confused', 'nn', 'partial', 'plot_confusion',
-    'plt', 'time', 'torch', 'valid_preds', 'xres_conv', 'xres_learner', 'xresnet18', 'xresnet34', 'xresnet50'})
+# %% what `from exp.nb_11 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['ChannelsLastCallback', 'ResBlock', 'XResNet', 'avg_pool2x2', 'confusion_matrix', 'fashion_images',
+    'flops_summary', 'most_confused', 'plot_confusion', 'valid_preds', 'xres_conv', 'xres_learner', 'xresnet18',
+    'xresnet34', 'xresnet50']

@@ -4,11 +4,22 @@
 
 
 # %% nbs/11a_transfer_learning.ipynb, code cell 1
+from exp.nb_00 import *
+from exp.nb_00a import *
+from exp.nb_02 import *
+from exp.nb_03 import *
+from exp.nb_04 import *
+from exp.nb_05 import *
+from exp.nb_07 import *
+from exp.nb_09 import *
 from exp.nb_11 import *
 import os, tempfile, time
 from functools import partial
 from pathlib import Path
 import torch.nn.functional as F
+import torch
+from torch import nn
+import matplotlib.pyplot as plt
 
 
 # %% nbs/11a_transfer_learning.ipynb, code cell 2
@@ -80,7 +91,6 @@ def one_cycle_group_cbs(lrs, pct_start=0.3, div=25., div_final=1e4):
     return [ParamScheduler('lr', [sched_one_cycle(lr / div, lr, lr / div_final, pct_start) for lr in lrs])]
 
 
-# %% what `from exp.nb_11a import *` hands over (see notebook2script.py)
-from exp.nb_11 import __all__ as _nb_11_all
-__all__ = sorted({*_nb_11_all, 'F', 'body_head_splitter', 'class_subset', 'freeze_body', 'load_pretrained',
-    'one_cycle_group_cbs', 'partial', 'replace_head', 'save_pretrained', 'time', 'unfreeze_all'})
+# %% what `from exp.nb_11a import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['body_head_splitter', 'class_subset', 'freeze_body', 'load_pretrained', 'one_cycle_group_cbs',
+    'replace_head', 'save_pretrained', 'unfreeze_all']

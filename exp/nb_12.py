@@ -4,10 +4,13 @@
 
 
 # %% nbs/12_distributed.ipynb, code cell 1
-from exp.nb_11a import *
+from exp.nb_04 import *
+from exp.nb_05 import *
 import copy, datetime, functools, gc, os
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+import torch
+import matplotlib.pyplot as plt
 
 
 # %% nbs/12_distributed.ipynb, code cell 2
@@ -204,7 +207,5 @@ DistributedCallback.after_loss, DistributedCallback.after_batch, DistributedCall
 DistributedCallback.after_cancel_epoch, DistributedCallback.after_cancel_train = _dc_cancel(2), _dc_cancel(3)
 
 
-# %% what `from exp.nb_12 import *` hands over (see notebook2script.py)
-from exp.nb_11a import __all__ as _nb_11a_all
-__all__ = sorted({*_nb_11a_all, 'DistributedCallback', 'dist_backend', 'epoch_shards', 'is_rank0', 'rank0_only',
-    'setup_distributed'})
+# %% what `from exp.nb_12 import *` hands over: the names defined above (see notebook2script.py)
+__all__ = ['DistributedCallback', 'dist_backend', 'epoch_shards', 'is_rank0', 'rank0_only', 'setup_distributed']

@@ -35,11 +35,12 @@ def make_nb(path: Path, cells: list) -> Path:
 
 def make_data(n_train=24, n_valid=10, bs=8, seed=0):
     "Linearly separable 2-class data in 5 dimensions, in loaders with batches of `bs` (validation: `bs` too)."
-    from exp.nb_04 import DataBunch, DataLoader, Dataset, Sampler
+    from exp.nb_03 import ArrayDataset, DataLoader, Sampler
+    from exp.nb_04 import DataBunch
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n_train + n_valid, 5, generator=g)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    tds, vds = ArrayDataset(x[:n_train], y[:n_train]), ArrayDataset(x[n_train:], y[n_train:])
     loader = lambda ds: DataLoader(ds, Sampler(ds, bs), batched=True)
     return DataBunch(loader(tds), loader(vds), c=2)
 

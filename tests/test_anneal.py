@@ -11,20 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from exp.nb_03 import ArrayDataset, get_dls
+from exp.nb_04 import AvgStatsCallback, Callback, CancelTrainException, DataBunch, TrainEvalCallback, get_learner
 from exp.nb_05 import (
-    AvgStatsCallback,
-    Callback,
-    CancelTrainException,
-    DataBunch,
-    Dataset,
     LR_Find,
     ParamScheduler,
     Recorder,
-    TrainEvalCallback,
     combine_scheds,
     find_lr,
-    get_dls,
-    get_learner,
     one_cycle_cbs,
     sched_cos,
     sched_exp,
@@ -289,7 +283,7 @@ def test_training_after_find_lr_is_the_same_as_without():
     "Same weights, same shuffling (get_dls shuffles with the global RNG): find_lr in between changes nothing."
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(96, 5, generator=g), torch.randint(0, 2, (96,), generator=g)
-    data = DataBunch(*get_dls(Dataset(x[:64], y[:64]), Dataset(x[64:], y[64:]), 8), c=2)
+    data = DataBunch(*get_dls(ArrayDataset(x[:64], y[:64]), ArrayDataset(x[64:], y[64:]), 8), c=2)
     def run(sweep):
         torch.manual_seed(0)
         learn = get_learner(data, lr=0.3, nh=4, cbs=Recorder())

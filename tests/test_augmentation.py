@@ -6,25 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exp.nb_10 import (
-    AugmentCallback,
-    BatchTransformXCallback,
-    Callback,
-    DataBunch,
-    DataLoader,
-    Dataset,
-    Learner,
-    RandErase,
-    Sampler,
-    _erase_mask,
-    _rotate,
-    accuracy,
-    flip_batch,
-    mnist_resize,
-    pad_crop,
-    rotate_batch,
-    tta,
-)
+from exp.nb_03 import ArrayDataset, DataLoader, Sampler, accuracy
+from exp.nb_04 import Callback, DataBunch, Learner
+from exp.nb_06 import BatchTransformXCallback, mnist_resize
+from exp.nb_10 import AugmentCallback, RandErase, _erase_mask, _rotate, flip_batch, pad_crop, rotate_batch, tta
 
 AUGS = {'flip_batch': flip_batch, 'pad_crop': pad_crop, 'RandErase': RandErase(), 'rotate_batch': rotate_batch}
 
@@ -112,7 +97,7 @@ def image_data(n=64, bs=32, seed=0):
     "Rows of 784 random pixels with labels, in loaders that keep the order."
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(2 * n, 784, generator=g), torch.randint(0, 10, (2 * n,), generator=g)
-    tds, vds = Dataset(x[:n], y[:n]), Dataset(x[n:], y[n:])
+    tds, vds = ArrayDataset(x[:n], y[:n]), ArrayDataset(x[n:], y[n:])
     return DataBunch(*(DataLoader(ds, Sampler(ds, bs), batched=True) for ds in (tds, vds)), c=10), tds, vds
 
 

@@ -7,17 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exp.nb_07 import (
-    BatchNorm,
-    GeneralRelu,
-    GroupNorm,
-    InstanceNorm,
-    LayerNorm,
-    RunningBatchNorm,
-    _BatchNormTrain,
-    conv_norm,
-    get_cnn_model,
-)
+from exp.nb_06 import GeneralRelu, get_cnn_model
+from exp.nb_07 import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RunningBatchNorm, _BatchNormTrain, conv_norm
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 SHAPE = (8, 6, 5, 7)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exp.nb_03 import ArrayDataset, accuracy, get_dls
 from exp.nb_04 import (
     CANCEL_EVENTS,
     EVENTS,
@@ -18,13 +19,10 @@ from exp.nb_04 import (
     CancelEpochException,
     CancelTrainException,
     DataBunch,
-    Dataset,
     Learner,
     ProgressCallback,
     TrainEvalCallback,
-    accuracy,
     camel2snake,
-    get_dls,
     get_learner,
     progress_enabled,
 )
@@ -177,7 +175,7 @@ def test_attaching_is_all_or_none():
     def broken(): raise RuntimeError('cannot make it')
     with pytest.raises(RuntimeError, match='cannot make it'): learn.add_cbs([Fine, broken])
     assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
-    with pytest.raises(ValueError, match="named 'fine' is already attached"): learn.add_cbs([Fine, Fine()])
+    with pytest.raises(ValueError, match="two callbacks named 'fine' in one call"): learn.add_cbs([Fine, Fine()])
     assert [type(c) for c in learn.cbs] == [TrainEvalCallback] and not hasattr(learn, 'fine')
     assert learn.add_cbs(Fine)[0].run is learn and len(learn.cbs) == 2     # the learner still works
     learn.fit(1)
@@ -451,7 +449,7 @@ def test_short_fit_lowers_the_loss():
 
 def test_get_learner_from_lesson3_loaders():
     x, y = torch.randn(100, 7), torch.randint(0, 3, (100,))
-    data = DataBunch(*get_dls(Dataset(x[:80], y[:80]), Dataset(x[80:], y[80:]), 16), c=3)
+    data = DataBunch(*get_dls(ArrayDataset(x[:80], y[:80]), ArrayDataset(x[80:], y[80:]), 16), c=3)
     learn = get_learner(data, lr=0.1, nh=4)
     assert learn.model(x[:2]).shape == (2, 3)
     assert learn.opt.param_groups[0]['lr'] == 0.1

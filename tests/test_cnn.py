@@ -10,21 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
+from exp.nb_03 import ArrayDataset, DataLoader, Sampler
+from exp.nb_04 import AvgStatsCallback, Callback, DataBunch, Learner
 from exp.nb_06 import (
     ActivationStats,
-    AvgStatsCallback,
     BatchTransformXCallback,
-    Callback,
-    DataBunch,
-    DataLoader,
-    Dataset,
     DeviceCallback,
     GeneralRelu,
     Hook,
     Hooks,
     Lambda,
-    Learner,
-    Sampler,
     append_stats,
     conv2d,
     conv2d_fast,
@@ -50,7 +45,7 @@ def tiny_data(n_train=48, n_valid=32, bs=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(0, 10, (n_train + n_valid,), generator=g)
     x = torch.randn(10, 784, generator=g)[y] + 0.5 * torch.randn(n_train + n_valid, 784, generator=g)
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    tds, vds = ArrayDataset(x[:n_train], y[:n_train]), ArrayDataset(x[n_train:], y[n_train:])
     return DataBunch(DataLoader(tds, Sampler(tds, bs, shuffle=True, seed=seed), batched=True),
                      DataLoader(vds, Sampler(vds, bs), batched=True), c=10)
 

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import exp.nb_08 as nb
+from exp.nb_00a import load_fashion_sample
 from exp.nb_08 import (
     CategoryProcessor,
     ImageError,
@@ -24,7 +25,6 @@ from exp.nb_08 import (
     grandparent_splitter,
     image_extensions,
     label_by_func,
-    load_fashion_sample,
     normalize_chan,
     parent_labeler,
     to_byte_tensor,

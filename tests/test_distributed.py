@@ -15,26 +15,10 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn, optim
 
-from exp.nb_12 import (
-    AvgStatsCallback,
-    Callback,
-    CancelEpochException,
-    CancelTrainException,
-    DataBunch,
-    DataLoader,
-    Dataset,
-    DistributedCallback,
-    Learner,
-    Recorder,
-    Sampler,
-    accuracy,
-    dist_backend,
-    epoch_shards,
-    find_lr,
-    is_rank0,
-    rank0_only,
-    setup_distributed,
-)
+from exp.nb_03 import ArrayDataset, DataLoader, Sampler, accuracy
+from exp.nb_04 import AvgStatsCallback, Callback, CancelEpochException, CancelTrainException, DataBunch, Learner
+from exp.nb_05 import Recorder, find_lr
+from exp.nb_12 import DistributedCallback, dist_backend, epoch_shards, is_rank0, rank0_only, setup_distributed
 
 N_TRAIN, N_VALID, BS, EPOCHS, SEED = 64, 20, 16, 2, 3
 
@@ -44,7 +28,7 @@ def _data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N_TRAIN + N_VALID, 6, generator=g)
     y = (x @ torch.randn(6, 3, generator=g)).argmax(1)
-    trn, val = Dataset(x[:N_TRAIN], y[:N_TRAIN]), Dataset(x[N_TRAIN:], y[N_TRAIN:])
+    trn, val = ArrayDataset(x[:N_TRAIN], y[:N_TRAIN]), ArrayDataset(x[N_TRAIN:], y[N_TRAIN:])
     return DataBunch(DataLoader(trn, Sampler(trn, BS, shuffle=True), batched=True),
                      DataLoader(val, Sampler(val, 8), batched=True), c=3)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from exp.nb_07a import _conv_blocks, get_cnn_model, init_cnn, layer_stats, lsuv_init
+from exp.nb_06 import get_cnn_model, init_cnn
+from exp.nb_07a import _conv_blocks, layer_stats, lsuv_init
 
 GR = dict(leak=0.1, sub=0.4, maxv=6.)
 

@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from torch import nn, optim
 
 from exp.nb_03 import (
+    ArrayDataset,
     BasicOptimizer,
     DataLoader,
-    Dataset,
     Sampler,
     accuracy,
     collate,
@@ -92,7 +92,7 @@ def test_accuracy():
 
 def small_ds(n=10, d=3):
     x = torch.arange(n * d, dtype=torch.float32).reshape(n, d)
-    return Dataset(x, torch.arange(n))
+    return ArrayDataset(x, torch.arange(n))
 
 
 def test_dataset_items_and_batches():
@@ -226,7 +226,7 @@ def test_get_model():
 
 def test_get_dls():
     x, y = synthetic(100)
-    train_dl, valid_dl = get_dls(Dataset(x[:70], y[:70]), Dataset(x[70:], y[70:]), 16)
+    train_dl, valid_dl = get_dls(ArrayDataset(x[:70], y[:70]), ArrayDataset(x[70:], y[70:]), 16)
     assert len(train_dl) == 5 and len(valid_dl) == 1
     tb = list(train_dl)
     assert [len(yb) for _, yb in tb] == [16, 16, 16, 16, 6]
@@ -241,7 +241,7 @@ def test_get_dls():
 def short_fit(seed, epochs=3):
     x, y = synthetic(600)
     torch.manual_seed(seed)
-    train_dl, valid_dl = get_dls(Dataset(x[:500], y[:500]), Dataset(x[500:], y[500:]), 32)
+    train_dl, valid_dl = get_dls(ArrayDataset(x[:500], y[:500]), ArrayDataset(x[500:], y[500:]), 32)
     model, opt = get_model(20, 32, 3, lr=0.2)
     with torch.no_grad(): before = F.cross_entropy(model(x[500:]), y[500:]).item()
     return before, fit(epochs, model, F.cross_entropy, opt, train_dl, valid_dl)
@@ -262,7 +262,7 @@ def test_fit_refuses_an_empty_loader_before_training(which, capsys):
     torch.manual_seed(0)
     model, opt = get_model(20, 8, 3, lr=0.5)
     w0 = [p.detach().clone() for p in model.parameters()]
-    full, empty = Dataset(x, y), Dataset(x[:0], y[:0])
+    full, empty = ArrayDataset(x, y), ArrayDataset(x[:0], y[:0])
     dls = {'train_dl': DataLoader(full, Sampler(full, 16)), 'valid_dl': DataLoader(full, Sampler(full, 16))}
     dls[which] = DataLoader(empty, Sampler(empty, 16))
     with pytest.raises(ValueError, match=f'{which} has no batches'):
@@ -276,7 +276,7 @@ def test_fit_is_reproducible_and_weights_the_last_batch(capsys):
     x, y = synthetic(600)
     torch.manual_seed(0)
     model, opt = get_model(20, 32, 3, lr=0.0)           # lr 0: the model does not change during the epoch
-    valid = Dataset(x[500:], y[500:])                   # 100 samples in batches of 64 and 36
+    valid = ArrayDataset(x[500:], y[500:])                   # 100 samples in batches of 64 and 36
     dl = DataLoader(valid, Sampler(valid, 64))
     res = fit(1, model, cross_entropy, opt, dl, dl)
     with torch.no_grad(): out = model(valid.x)

@@ -9,22 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn, optim
 
-from exp.nb_10c import (
-    AutocastCallback,
-    BatchNorm,
-    Callback,
-    CancelTrainException,
-    DataBunch,
-    DataLoader,
-    Dataset,
-    Learner,
-    MixedPrecision,
-    Recorder,
-    Sampler,
-    autocast_dtype,
-    conv_norm,
-    half_model_copy,
-)
+from exp.nb_03 import ArrayDataset, DataLoader, Sampler
+from exp.nb_04 import Callback, CancelTrainException, DataBunch, Learner
+from exp.nb_05 import Recorder
+from exp.nb_07 import BatchNorm, conv_norm
+from exp.nb_10c import AutocastCallback, MixedPrecision, autocast_dtype, half_model_copy
 
 INF_STEPS, GI, EPOCHS = (2, 3, 4, 9, 15), 3, 2
 
@@ -34,7 +23,7 @@ def _data(n_train=256, n_valid=64, bs=16, d=10, c=3):
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(n_train + n_valid, d, generator=g), torch.randn(d, c, generator=g)
     y = (x @ w).argmax(1)
-    trn, val = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    trn, val = ArrayDataset(x[:n_train], y[:n_train]), ArrayDataset(x[n_train:], y[n_train:])
     return DataBunch(DataLoader(trn, Sampler(trn, bs, shuffle=True, seed=0), batched=True),
                      DataLoader(val, Sampler(val, bs), batched=True), c=c)
 
@@ -130,7 +119,7 @@ def test_autocast_float16_path_matches_gradscaler_exactly():
 def test_bf16_autocast_trains_on_cpu_with_our_batchnorm():
     torch.manual_seed(0)
     x = torch.randn(256, 1, 8, 8); y = (x.mean((1, 2, 3)) > 0).long() + (x[:, 0, 0, 0] > 0).long()
-    trn, val = Dataset(x[:192], y[:192]), Dataset(x[192:], y[192:])
+    trn, val = ArrayDataset(x[:192], y[:192]), ArrayDataset(x[192:], y[192:])
     data = DataBunch(DataLoader(trn, Sampler(trn, 32, shuffle=True, seed=0), batched=True),
                      DataLoader(val, Sampler(val, 64), batched=True), c=3)
     model = nn.Sequential(conv_norm(1, 8, norm=BatchNorm), conv_norm(8, 16, norm=BatchNorm),

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exp.nb_10b import AvgStatsCallback, Callback, LabelSmoothingCrossEntropy, Learner, MixUp
+from exp.nb_04 import AvgStatsCallback, Callback, Learner
+from exp.nb_10b import LabelSmoothingCrossEntropy, MixUp
 
 from conftest import make_data
 

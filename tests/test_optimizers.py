@@ -9,30 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exp.nb_03 import ArrayDataset, DataLoader, Sampler
+from exp.nb_04 import DataBunch, Learner
+from exp.nb_05 import ParamScheduler, Recorder, find_lr, sched_lin, sched_no
 from exp.nb_09 import (
     AverageGrad,
     AverageSqrGrad,
-    DataBunch,
-    DataLoader,
-    Dataset,
     ForeachOptimizer,
-    Learner,
     Optimizer,
-    ParamScheduler,
-    Recorder,
-    Sampler,
     Stat,
     StatefulOptimizer,
     StepCount,
     adam_opt,
     adam_step,
     debias,
-    find_lr,
     l2_reg,
     lamb_opt,
     momentum_step,
-    sched_lin,
-    sched_no,
     sgd_opt,
     sgd_step,
     weight_decay,
@@ -290,7 +283,7 @@ def make_data(n_train=32, n_valid=16, bs=8):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n_train + n_valid, 6, generator=g)
     y = (x[:, 0] - x[:, 2] > 0).long()
-    tds, vds = Dataset(x[:n_train], y[:n_train]), Dataset(x[n_train:], y[n_train:])
+    tds, vds = ArrayDataset(x[:n_train], y[:n_train]), ArrayDataset(x[n_train:], y[n_train:])
     dl = lambda ds: DataLoader(ds, Sampler(ds, bs), batched=True)
     return DataBunch(dl(tds), dl(vds), c=2)
 

@@ -9,23 +9,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from exp.nb_00a import load_fashion_sample
+from exp.nb_03 import ArrayDataset, get_dls
+from exp.nb_04 import DataBunch, Learner
+from exp.nb_05 import one_cycle_cbs
+from exp.nb_07 import BatchNorm
+from exp.nb_09 import adam_opt
+from exp.nb_11 import xresnet18
 from exp.nb_11a import (
-    BatchNorm,
-    DataBunch,
-    Dataset,
-    Learner,
-    adam_opt,
     body_head_splitter,
     class_subset,
     freeze_body,
-    get_dls,
     load_pretrained,
-    one_cycle_cbs,
     one_cycle_group_cbs,
     replace_head,
     save_pretrained,
     unfreeze_all,
-    xresnet18,
 )
 
 SMALL = dict(stem=(4, 8), widths=(8, 8, 16, 16))
@@ -130,12 +128,12 @@ def test_pretrain_then_fine_tune_on_the_sample_lowers_the_loss(tmp_path):
     xb, yb = class_subset(x_train, y_train, (1, 4, 6, 7, 9))
     opt = partial(adam_opt, wd=1e-2)
     torch.manual_seed(0)
-    pre = Learner(tiny_model(), opt, F.cross_entropy, DataBunch(*get_dls(Dataset(xa[:512], ya[:512]),
-                                                                         Dataset(xa[:64], ya[:64]), 64), c=5), lr=1e-2)
+    pre = Learner(tiny_model(), opt, F.cross_entropy, DataBunch(*get_dls(ArrayDataset(xa[:512], ya[:512]),
+                                                                         ArrayDataset(xa[:64], ya[:64]), 64), c=5), lr=1e-2)
     pre.fit(1, cbs=one_cycle_cbs(1e-2))
     path = save_pretrained(pre.model, tmp_path / 'pre.pt')
     model = freeze_body(replace_head(load_pretrained(tiny_model(), path), 5))
-    data = DataBunch(*get_dls(Dataset(xb[:256], yb[:256]), Dataset(xb[:256], yb[:256]), 64), c=5)
+    data = DataBunch(*get_dls(ArrayDataset(xb[:256], yb[:256]), ArrayDataset(xb[:256], yb[:256]), 64), c=5)
     learn = Learner(model, opt, F.cross_entropy, data, lr=1e-2, splitter=body_head_splitter)
 
     def loss_now():

@@ -6,17 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exp.nb_00a import get_fashion
+from exp.nb_02 import normalize
+from exp.nb_03 import ArrayDataset, get_dls
+from exp.nb_04 import DataBunch
 from exp.nb_11 import (
-    DataBunch,
-    Dataset,
     ResBlock,
     XResNet,
     avg_pool2x2,
     confusion_matrix,
     flops_summary,
-    get_dls,
-    get_fashion,
-    normalize,
     valid_preds,
     xres_learner,
     xresnet18,
@@ -129,7 +128,7 @@ def test_tiny_fit_on_sample_lowers_loss(empty_data):
     assert len(x_train) == 6000
     m, s = x_train.mean(), x_train.std()
     xt, xv = (normalize(x, m, s).view(-1, 1, 28, 28) for x in (x_train[:1024], x_valid[:256]))
-    data = DataBunch(*get_dls(Dataset(xt, y_train[:1024]), Dataset(xv, y_valid[:256]), 64), c=10)
+    data = DataBunch(*get_dls(ArrayDataset(xt, y_train[:1024]), ArrayDataset(xv, y_valid[:256]), 64), c=10)
     torch.manual_seed(0)
     learn = xres_learner(data, XResNet, lr=1e-2, expansion=1, layers=(1, 1), stem=(8, 16), widths=(16, 32))
     before = F.cross_entropy(*valid_preds(learn)).item()
