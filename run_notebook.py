@@ -183,7 +183,7 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
                                marked_lines=_marked_lines(tb, cell))
         except CellTimeoutError:
             failure = _failure(nb, state, 'timeout',
-                               f'the cell did not finish within the {timeout} s limit (--timeout {timeout})')
+                               f'the cell did not finish within the {timeout:g} s limit (--timeout {timeout:g})')
         except DeadKernelError:
             code = state['kernel'].poll() if 'kernel' in state else None
             how = 'exit status unknown' if code is None else f'signal {-code}' if code < 0 else f'exit code {code}'

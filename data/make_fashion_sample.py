@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notebook2script import atomic_write
+from exp.nb_00 import atomic_write
 
 N_CLASSES = 10
 PER_CLASS = {'train': 600, 't10k': 100}  # images of each class taken from the upstream train and test sets

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from notebook2script import atomic_write
+from exp.nb_00 import atomic_write
 
 N_CLASSES, PER_CLASS = 10, 500
 SPLIT = (400, 50, 50)  # per class: train, valid, test

@@ -34,18 +34,23 @@ def relu(x):
 def mse(output, targ):
     "Mean squared error between `output` of shape (bs, 1) and `targ` of shape (bs,)."
     if output.shape[-1:] != (1,) or targ.shape != output.shape[:-1]:
-        raise ValueError(f"mse: output of shape {tuple(output.shape)} needs a target of shape {tuple(output.shape[:-1])}, got {tuple(targ.shape)}")
+        raise ValueError(f"mse: output of shape {tuple(output.shape)} needs a target of shape "
+                         f"{tuple(output.shape[:-1])}, got {tuple(targ.shape)}")
     return (output.squeeze(-1) - targ).pow(2).mean()
 
 
 # %% nbs/02_fully_connected.ipynb, code cell 33
 def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
-    "Assert `g` matches central differences of the scalar `f()` w.r.t. the float64 tensor `x` (nudged in place); return the largest difference."
-    if x.dtype != torch.float64: raise TypeError(f"check_grad: finite differences need float64, got {x.dtype}; call .double() first")
-    if g.shape != x.shape: raise AssertionError(f"check_grad: gradient shape {tuple(g.shape)} != tensor shape {tuple(x.shape)}")
-    if not x.is_contiguous(): raise ValueError(f"check_grad: needs a contiguous tensor, got one of shape {tuple(x.shape)}")
+    "Assert `g` matches central differences of scalar `f()` w.r.t. float64 `x` (nudged in place); return the worst gap."
+    if x.dtype != torch.float64:
+        raise TypeError(f"check_grad: finite differences need float64, got {x.dtype}; call .double() first")
+    if g.shape != x.shape:
+        raise AssertionError(f"check_grad: gradient shape {tuple(g.shape)} != tensor shape {tuple(x.shape)}")
+    if not x.is_contiguous():
+        raise ValueError(f"check_grad: needs a contiguous tensor, got one of shape {tuple(x.shape)}")
     xf, gf = x.detach().view(-1), g.detach().reshape(-1)
-    idx = range(xf.numel()) if n is None else torch.randperm(xf.numel(), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    gen = torch.Generator().manual_seed(seed)
+    idx = range(xf.numel()) if n is None else torch.randperm(xf.numel(), generator=gen)[:n].tolist()
     worst = 0.
     with torch.no_grad():
         for i in idx:
@@ -56,7 +61,8 @@ def check_grad(f, x, g, eps=1e-6, n=None, rtol=1e-4, atol=1e-7, seed=0):
             num, ana = (up - down) / (2 * eps), gf[i].item()
             diff = abs(num - ana)
             if diff > atol + rtol * abs(num):
-                raise AssertionError(f"check_grad: element {i} of a tensor of shape {tuple(x.shape)}: finite difference {num:.6g}, gradient {ana:.6g}")
+                raise AssertionError(f"check_grad: element {i} of a tensor of shape {tuple(x.shape)}: "
+                                     f"finite difference {num:.6g}, gradient {ana:.6g}")
             worst = max(worst, diff)
     return worst
 
@@ -107,7 +113,7 @@ class Lin(Module):
 
 # %% nbs/02_fully_connected.ipynb, code cell 39
 class Model():
-    "Two-layer net `Lin -> Relu -> Lin` with an MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
+    "Two-layer net `Lin -> Relu -> Lin` with MSE loss: `model(x, targ)` returns the loss, `model.backward()` sets `.g`."
     def __init__(self, w1, b1, w2, b2):
         self.layers = [Lin(w1, b1), Relu(), Lin(w2, b2)]
         self.loss = Mse()
@@ -124,7 +130,7 @@ class Model():
 
 # %% nbs/02_fully_connected.ipynb, code cell 42
 def compare_us(fs, n=5, warmup=1):
-    "Median µs of one call of each function in the dict `fs`; the functions take turns, `n` rounds after `warmup` rounds."
+    "Median µs of one call of each function in the dict `fs`; they take turns, `n` rounds after `warmup` rounds."
     for _ in range(warmup):
         for f in fs.values(): f()
     ts = {k: [] for k in fs}
@@ -135,7 +141,7 @@ def compare_us(fs, n=5, warmup=1):
 
 # %% nbs/02_fully_connected.ipynb, code cell 47
 class FastModule(Module):
-    "A `Module` whose `backward` can skip the input's gradient, is not recorded by autograd, and lets go of what it stored."
+    "A `Module` whose `backward` can skip the input's gradient, is not recorded by autograd, and frees what it stored."
     def bwd(self, out, *args, inp_grad=True):
         "Set `.g` on the parameters and, if `inp_grad`, on the inputs (subclasses define it)."
         raise NotImplementedError
@@ -143,7 +149,8 @@ class FastModule(Module):
     def backward(self, inp_grad=True):
         "Run `bwd` on what the forward pass stored, then let go of it; `inp_grad=False` skips the input's gradient."
         if not hasattr(self, 'out'):
-            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first (backward frees what the forward pass stored)")
+            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward call first "
+                               "(backward frees what the forward pass stored)")
         with torch.no_grad(): self.bwd(self.out, *self.args, inp_grad=inp_grad)   # not for autograd to record
         del self.args, self.out
 
@@ -166,7 +173,7 @@ class FastMse(FastModule):
 
 # %% nbs/02_fully_connected.ipynb, code cell 54
 class FastLin(FastModule):
-    "Linear layer `inp @ w + b` (one `addmm`); backward: swapped weight-gradient product, input gradient only if `inp_grad`."
+    "Linear layer `inp @ w + b` (one `addmm`); backward: swapped weight-gradient product, input gradient if `inp_grad`."
     def __init__(self, w, b): self.w, self.b = w, b
     def forward(self, inp): return torch.addmm(self.b, inp, self.w)
     def bwd(self, out, inp, inp_grad=True):

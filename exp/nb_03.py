@@ -75,7 +75,7 @@ def get_model(n_in=784, nh=50, n_out=10, lr=0.5):
 
 # %% nbs/03_minibatch_training.ipynb, code cell 28
 class ArrayDataset:
-    "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`, and `i` may be a tensor or list of indices (a batch)."
+    "Inputs `x` and targets `y` side by side: `ds[i]` is `(x[i], y[i])`; `i` may be a tensor or list of indices."
     def __init__(self, x, y): self.x, self.y = x, y
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
@@ -103,7 +103,7 @@ def collate(b):
     return torch.stack(xs), torch.stack(ys)
 
 class DataLoader:
-    "Batches `(xb, yb)` of `ds` in `sampler` order: item by item through `collate_fn`, or (`batched=True`, the fast path) one indexing op per batch."
+    "Batches `(xb, yb)` of `ds` in `sampler` order: item by item via `collate_fn`, or one indexing op if `batched`."
     def __init__(self, ds, sampler, collate_fn=collate, batched=False):
         self.dataset, self.sampler, self.collate_fn, self.batched = ds, sampler, collate_fn, batched
 
@@ -148,7 +148,7 @@ def _check_not_empty(**dls):
         if len(dl) == 0: raise ValueError(f'fit: {name} has no batches, so its mean loss is undefined')
 
 def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
-    "Train for `epochs`, printing per epoch the train loss, valid loss and valid accuracy (sample means); returns them as a list of tuples."
+    "Train for `epochs`, printing per epoch train loss, valid loss and valid accuracy (sample means); returns them."
     _check_not_empty(train_dl=train_dl, valid_dl=valid_dl)
     res = []
     for epoch in range(epochs):
@@ -164,7 +164,7 @@ def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
 
 # %% nbs/03_minibatch_training.ipynb, code cell 51
 def get_dls(train_ds, valid_ds, bs, **kwargs):
-    "PyTorch DataLoaders: training shuffled with batches of `bs`, validation in order with `bs*2`; each batch is fetched with one indexing op."
+    "PyTorch DataLoaders: training shuffled in batches of `bs`, validation in order in `bs*2`; one indexing op a batch."
     def dl(ds, bs, sampler):
         return tud.DataLoader(ds, batch_size=None, sampler=tud.BatchSampler(sampler, bs, drop_last=False), **kwargs)
     return dl(train_ds, bs, tud.RandomSampler(train_ds)), dl(valid_ds, bs * 2, tud.SequentialSampler(valid_ds))

@@ -254,7 +254,8 @@ class AvgStats:
         return [t / self.count if self.count else float('nan') for t in self.totals]
 
     def __repr__(self):
-        return f"{'train' if self.in_train else 'valid'}: " + ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
+        stats = ', '.join(f'{n} {v:.4f}' for n, v in zip(self.names, self.avgs))
+        return f"{'train' if self.in_train else 'valid'}: {stats}"
 
 
 # %% nbs/04_callbacks.ipynb, code cell 36
@@ -355,7 +356,7 @@ _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in
 
 # %% nbs/04_callbacks.ipynb, code cell 46
 def _check_name(learn, cb, others=()):
-    "Refuse `cb` if it is attached to `learn` already or its name is taken (by a callback, one of `others`, or an attribute)."
+    "Refuse `cb` if it is attached already, or its name is taken (by a callback, one of `others`, an attribute)."
     n = cb.name
     if any(c is cb for c in list(getattr(learn, 'cbs', [])) + list(others)):
         raise ValueError(f"this {type(cb).__name__} is already attached to the learner (as {n!r})")

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebook2script import LESSON_LIBRARIES, sync_problems
+from notebook2script import LESSON_LIBRARIES, TORCH_NAMESPACES, module_names, sync_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = sorted((ROOT / 'exp').glob('nb_*.py'))
@@ -36,10 +36,6 @@ def _defined_names(path: Path) -> dict[str, int]:
 def test_exp_in_sync_with_notebooks():
     problems = sync_problems()
     assert not problems, 'exp/ is out of sync; run `python notebook2script.py`:\n' + '\n'.join(problems)
-
-
-def test_there_are_modules_and_notebooks():
-    assert len(NOTEBOOKS) >= 1 and len(MODULES) >= 1
 
 
 @pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
@@ -68,12 +64,20 @@ def test_public_functions_and_classes_have_docstrings(path):
     assert not missing, 'exported without a docstring:\n' + '\n'.join(missing)
 
 
-@pytest.mark.parametrize('path', MODULES[1:], ids=lambda p: p.stem)
-def test_modules_chain_to_an_earlier_one(path):
-    src = path.read_text(encoding='utf-8')
-    earlier = [m.stem for m in MODULES if m.stem < path.stem]
-    found = re.findall(r'^from exp\.(nb_\w+) import \*', src, flags=re.M)
-    assert found and found[0] in earlier, f'{path.name} should start from an earlier module, found {found}'
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
+def test_modules_import_only_earlier_lessons(path):
+    "A lesson builds on earlier lessons only: its module star-imports earlier modules, never itself or a later one."
+    found = re.findall(r'^from exp\.(\w+) import', path.read_text(encoding='utf-8'), flags=re.M)
+    assert all(m.startswith('nb_') and m < path.stem for m in found), f'{path.name} imports {found}'
+
+
+@pytest.mark.parametrize('path', MODULES, ids=lambda p: p.stem)
+def test_each_module_hands_over_its_own_names_only(path):
+    "`from exp.nb_XX import *` gives exactly the public names that module defines: no libraries, no earlier lesson."
+    names = {}
+    exec(f'from exp.{path.stem} import *', names)
+    own = {n for n in _defined_names(path) if not n.startswith('_')}
+    assert set(names) - {'__builtins__'} == own
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=lambda p: p.stem)
@@ -97,22 +101,42 @@ def test_notebook_has_no_machine_paths(path):
 def test_modules_import_from_any_folder(tmp_path):
     "The editable install makes `exp` importable in a downstream script, with no sys.path tricks."
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    last = MODULES[-1].stem
-    r = subprocess.run([sys.executable, '-c', f'from exp.{last} import *; print(test_eq.__module__)'],
+    r = subprocess.run([sys.executable, '-c', 'from exp.all import *; print(test_eq.__module__, Learner.__module__)'],
                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == 'exp.nb_00'
+    assert r.stdout.split() == ['exp.nb_00', 'exp.nb_04']
 
 
-def test_star_import_hands_over_lesson_names_and_libraries_only():
-    "`from exp.<last> import *` gives every public name the modules define, the lessons' libraries, nothing else."
+def _aggregate() -> dict:
     names = {}
-    exec(f'from exp.{MODULES[-1].stem} import *', names)
-    defined = {n for path in MODULES for n in _defined_names(path) if not n.startswith('_')}
-    assert set(names) - {'__builtins__'} - defined - set(LESSON_LIBRARIES) == set(), 'stray names'
-    assert defined - set(names) == set(), 'public names that are not handed over'
-    assert {'torch', 'tensor', 'nn', 'F', 'plt', 'math'} <= set(names)
+    exec('from exp.all import *', names)
+    names.pop('__builtins__')
+    return names
+
+
+def test_aggregate_hands_over_every_lesson_name_and_the_libraries():
+    "`from exp.all import *`: every module's names (less the teaching versions below), the lessons' libraries."
+    names = _aggregate()
+    defined = {n for path in MODULES for n in module_names(path.read_text(encoding='utf-8'))}
+    assert set(names) - defined - set(LESSON_LIBRARIES) == set(), 'stray names'
+    assert {'torch', 'tensor', 'nn', 'F', 'plt', 'math', 'Learner', 'get_fashion', 'xresnet18'} <= set(names)
     assert not {'gzip', 'pickle', 'tempfile', 're', 'os', 'sys', 'Path', 'exp', 'copy', 'bisect'} & set(names)
+
+
+def test_aggregate_never_shadows_pytorch():
+    "No name the aggregate hands over is a name of torch.nn, F, torch.utils.data or torch.optim bound to another object."
+    spaces = [importlib.import_module(ns) for ns in TORCH_NAMESPACES]
+    clashes = [f'{n} (also {ns.__name__}.{n})' for n, obj in _aggregate().items() for ns in spaces
+               if hasattr(ns, n) and getattr(ns, n) is not obj]
+    assert clashes == []
+    assert {'DataLoader', 'Module', 'LayerNorm', 'conv2d', 'cross_entropy'} & set(_aggregate()) == set()
+
+
+def test_aggregate_lists_what_it_leaves_out():
+    "Each teaching version the aggregate leaves out is named in exp/all.py with its module, so a reader can find it."
+    text = (ROOT / 'exp' / 'all.py').read_text(encoding='utf-8')
+    for name, module in (('DataLoader', 'nb_03'), ('Module', 'nb_02'), ('conv2d', 'nb_06')):
+        assert re.search(rf'^#\s+{name}\s+exp\.{module}\b', text, re.M), name
 
 
 def _global_uses(table: symtable.SymbolTable) -> set:
@@ -131,7 +155,7 @@ def test_every_global_a_module_reads_exists(path):
 
 def test_downstream_test_file_collects_only_its_own_tests(tmp_path):
     "The test helpers a star import hands over (`test_eq`, ...) are not collected by pytest as tests."
-    (tmp_path / 'test_mine.py').write_text(f'from exp.{MODULES[-1].stem} import *\n\n'
+    (tmp_path / 'test_mine.py').write_text('from exp.all import *\n\n'
                                            'def test_mine():\n    test_eq(1 + 1, 2)\n')
     r = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'test_mine.py'], cwd=tmp_path,
                        capture_output=True, text=True, env={**os.environ, 'PYTHONPATH': str(ROOT)}, timeout=120)

@@ -151,14 +151,31 @@ def test_runner_function_returns_a_structured_result(folder):
     ['nbs', '--workers', 'two'], ['nbs', '--timeout', '-1'], ['nbs', '--save=yes'],
 ], ids=['missing', 'not-a-notebook', 'not-json', 'no-notebooks', 'unknown-option', 'workers-0', 'workers-word',
         'timeout-negative', 'flag-with-value'])
-def test_usage_errors_exit_2_with_one_line(tmp_path, args):
+def test_usage_errors_exit_2_with_the_usage_line(tmp_path, args):
     (tmp_path / 'notes.txt').write_text('hi')
     (tmp_path / 'broken.ipynb').write_text('{"cells": [')
     (tmp_path / 'empty').mkdir()
     make_folder(tmp_path / 'nbs', ['01_pass'])
     r = cli(*args, cwd=tmp_path)
     assert (r.returncode, r.stdout) == (2, ''), r.stdout + r.stderr  # nothing ran
-    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('run_notebook.py: error: ')
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith('usage: run_notebook.py') and lines[-1].startswith('run_notebook.py: error: ')
+    assert 'Traceback' not in r.stderr
+
+
+def test_usage_errors_say_what_is_wrong_in_plain_words(tmp_path):
+    make_folder(tmp_path / 'nbs', ['01_pass'])
+    assert 'unrecognized arguments: --bogus' in cli('nbs', '--bogus', cwd=tmp_path).stderr
+    assert 'argument --timeout: expected one argument' in cli('nbs', '--timeout', cwd=tmp_path).stderr
+    assert "--workers: takes a positive whole number, got 'two'" in cli('nbs', '--workers', 'two', cwd=tmp_path).stderr
+
+
+def test_help_into_a_closed_pipe_is_quiet(tmp_path):
+    "`run_notebook.py --help | head -2`: the reader leaves early, and no BrokenPipeError is shown."
+    for _ in range(3):
+        r = subprocess.run(f'{sys.executable} {SCRIPT} --help | head -2', shell=True, capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+        assert r.stdout.startswith('usage: run_notebook.py') and r.stderr == '', r.stderr
 
 
 # ----------------------------------------------------------------------------- exp/ in sync (a fake repo)
