@@ -42,6 +42,8 @@ from notebook2script import ROOT, ExportError, find_notebooks, read_cells, shown
 OUTPUT_LINES = 60  # at most this many lines of a failing cell's output, or of a dead kernel's stderr, are shown
 _ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]')
 _CELL_LINE = re.compile(r'Cell In\s*\[(\d+)\],\s*line (\d+)')
+_MODULE_LINE = re.compile(r'File "?([^\s"]+\.py)"?(?::|, line )(\d+)')  # IPython's and Python's traceback lines
+_CELL_MARKER = re.compile(r'# %% (\S+\.ipynb), code cell (\d+)')
 _TCP_WARNING = re.compile(r'^\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption.*\n?', re.M)
 
 
@@ -103,9 +105,27 @@ class NotebookResult:
             parts += ['--- cell output (stdout/stderr) up to the failure', _indent(f.output) or '    (none)']
         if f.traceback:
             parts += ['--- traceback', f.traceback.rstrip()]
+            origins = notebook_origins(f.traceback)
+            if origins:
+                parts += ['--- the generated lines in this traceback come from (edit the notebook, not exp/)', *origins]
         if f.kind == 'dead' or f.kernel_log:
             parts += ["--- last lines of the kernel's stderr", _indent(f.kernel_log) or '    (empty)']
         return '\n'.join(parts) + '\n'
+
+
+def notebook_origins(traceback: str) -> list[str]:
+    "For each line of a generated exp/ module in `traceback`, the notebook cell and line it was exported from."
+    found = []
+    for file, line in dict.fromkeys(_MODULE_LINE.findall(traceback)):
+        path, line = Path(file), int(line)
+        if not (path.name.startswith('nb_') and path.is_file()):
+            continue
+        lines = path.read_text('utf-8', errors='replace').splitlines()[:line]
+        marks = [(i, m) for i, text in enumerate(lines, 1) if (m := _CELL_MARKER.fullmatch(text))]
+        if marks:  # the block after a marker starts at the cell's line 2 (line 1 is the #export directive)
+            at, m = marks[-1]
+            found.append(f'    {shown(path)}, line {line}: {m[1]}, code cell {m[2]}, line {line - at + 1}')
+    return found
 
 
 def format_summary(results: list[NotebookResult]) -> str:

@@ -443,5 +443,4 @@ def __call__(self: Learner, event):
 # %% what `from exp.nb_04 import *` hands over: the names defined above (see notebook2script.py)
 __all__ = ['AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback', 'CancelBatchException',
     'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'Learner', 'ProgressCallback',
-    'STEP_PARTS', 'TrainEvalCallback', 'add_cbs', 'backward', 'camel2snake', 'eval_mode', 'get_learner', 'get_loss',
-    'make_opt', 'predict', 'progress_enabled', 'remove_cbs', 'step', 'zero_grad']
+    'STEP_PARTS', 'TrainEvalCallback', 'camel2snake', 'eval_mode', 'get_learner', 'progress_enabled']

@@ -4,8 +4,10 @@
 
 
 # %% nbs/12_distributed.ipynb, code cell 1
+from exp.nb_00 import *
 from exp.nb_04 import *
 from exp.nb_05 import *
+from exp.nb_10c import *
 import copy, datetime, functools, gc, os
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -15,7 +17,7 @@ import matplotlib.pyplot as plt
 
 # %% nbs/12_distributed.ipynb, code cell 2
 def epoch_shards(n, bs, seed, epoch, rank=0, world_size=1):
-    "Rank `rank`'s index batches for `epoch`: a permutation of range(n) seeded by (seed, epoch), cut in batches of `bs`, each split in `world_size` parts."
+    "Rank `rank`'s index batches for `epoch`: a seeded permutation of range(n) in batches of `bs`, each split in parts."
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     batches = torch.randperm(n, generator=g).split(bs)
     return [b.tensor_split(world_size)[rank] for b in batches if len(b) >= world_size]
@@ -64,62 +66,64 @@ def _loader_bs(dl):
     for o in (dl, getattr(dl, 'batch_sampler', None), getattr(dl, 'sampler', None)):
         bs = getattr(o, 'batch_size', None) or getattr(o, 'bs', None)
         if isinstance(bs, int): return bs
-    raise ValueError(f"DistributedCallback: cannot tell the batch size of {type(dl).__name__}; pass bs=... (and valid_bs=...)")
+    raise ValueError(f"DistributedCallback: cannot tell the batch size of {type(dl).__name__}; "
+                     "pass bs=... (and valid_bs=...)")
 
 
 # %% nbs/12_distributed.ipynb, code cell 7
-class _Discard(list):
-    "A list that ignores appends: what a Recorder records into on ranks other than 0."
-    def append(self, o): pass
+class DistributedCallback(Callback):
+    "Data-parallel training: a DDP model, a shard of each batch per rank, all-reduced statistics, agreed cancels."
+    _order, _run = MixedPrecision._order + 1, None          # after every other callback
+    silenced = (AvgStatsCallback, ProgressCallback)        # on ranks other than 0: show=False, from attaching on
+    rank0_cbs = (Recorder,)                                # on ranks other than 0: detached during fit
+    _cancels = (None, CancelBatchException, CancelEpochException, CancelTrainException)   # by vote code
+    def __init__(self, bs=None, valid_bs=None, seed=0, **ddp_kwargs):
+        self.bs, self.valid_bs, self.seed, self.ddp_kwargs = bs, valid_bs, seed, ddp_kwargs
+        self.module = self.ddp = self.single_data = self.detached = None
 
-def _quiet_other_ranks(learn):
-    "On ranks other than 0, stop the learner's printing callbacks from printing and its recorders from recording."
-    if is_rank0(): return
-    for cb in learn.cbs:
-        if isinstance(cb, (AvgStatsCallback, ProgressCallback)): cb.show = False
-        if isinstance(cb, Recorder) and hasattr(cb, 'losses'):   # after Recorder.begin_fit made its lists
-            cb.losses, cb.vals = _Discard(), {h: [_Discard() for _ in v] for h, v in cb.vals.items()}
+    @property
+    def run(self):
+        "The learner; attaching to one silences its printing callbacks on ranks other than 0."
+        return self._run
+    @run.setter
+    def run(self, learn):
+        self._run = learn
+        if learn is not None: self._silence()
 
-_CANCELS_BY_CODE = (None, CancelBatchException, CancelEpochException, CancelTrainException)
+    def after_loss(self): self._vote(0, upto=1)            # the votes on cancels (`_vote`, below)
+    def after_cancel_batch(self): self._vote(1, upto=1)
+    def after_batch(self): self._vote(0, upto=2)
+    def after_cancel_epoch(self): self._vote(2, upto=2)
+    def after_cancel_train(self): self._vote(3, upto=2)
 
 
 # %% nbs/12_distributed.ipynb, code cell 8
-class DistributedCallback(Callback):
-    "Data-parallel training on torch.distributed: DDP model, a shard of each batch per rank, all-reduced statistics, agreed cancels."
-    _order, _run = 100, None
-    def __init__(self, bs=None, valid_bs=None, seed=0, **ddp_kwargs):
-        self.bs, self.valid_bs, self.seed, self.ddp_kwargs = bs, valid_bs, seed, ddp_kwargs
-        self.module = self.ddp = self.single_data = None
+@patch
+def _silence(self: DistributedCallback):
+    "On ranks other than 0: the learner's `silenced` callbacks stop printing."
+    if is_rank0(): return
+    for cb in self.run.cbs:
+        if isinstance(cb, self.silenced): cb.show = False
+
+@patch
+def begin_fit(self: DistributedCallback):
+    "Check the process group; quiet the other ranks (detach their `rank0_cbs`); replace the loaders by shards."
+    if not dist.is_initialized():
+        raise RuntimeError("DistributedCallback: no process group; call setup_distributed() first "
+                           "(or launch with torchrun)")
+    self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+    self._silence()
+    self.module, self.ddp, self.votes, self.single_data = self.model, None, 0, self.data
+    self.detached = [cb for cb in self.cbs if self.rank != 0 and isinstance(cb, self.rank0_cbs)]
+    self.run.remove_cbs(self.detached)
+    self.device = next(self.module.parameters()).device
+    self.comm_device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
+    self._shard_data()
 
 
 # %% nbs/12_distributed.ipynb, code cell 9
-def _dc_get_run(self):
-    "The learner this callback is attached to."
-    return self._run
-
-def _dc_set_run(self, learn):
-    "Attach to `learn`; on ranks other than 0, silence its printing callbacks at once (before any header is printed)."
-    self._run = learn
-    if learn is not None: _quiet_other_ranks(learn)
-
-DistributedCallback.run = property(_dc_get_run, _dc_set_run)
-
-
-# %% nbs/12_distributed.ipynb, code cell 10
-def _dc_begin_fit(self):
-    "Check the process group; replace the learner's loaders by this rank's shards; silence other ranks."
-    if not dist.is_initialized():
-        raise RuntimeError("DistributedCallback: no process group; call setup_distributed() first (or launch with torchrun)")
-    self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-    _quiet_other_ranks(self.run)
-    self.module, self.ddp, self.votes, self.single_data = self.model, None, 0, self.data
-    self.device = next(self.module.parameters()).device
-    self.comm_device = self.device if dist.get_backend() == 'nccl' else torch.device('cpu')
-    _dc_shard_data(self)
-
-
-# %% nbs/12_distributed.ipynb, code cell 11
-def _dc_shard_data(self):
+@patch
+def _shard_data(self: DistributedCallback):
     "Replace the learner's loaders (on a shallow copy of its data) by this rank's shards."
     tds, vds = self.data.train_ds, self.data.valid_ds
     bs, vbs = self.bs or _loader_bs(self.data.train_dl), self.valid_bs or _loader_bs(self.data.valid_dl)
@@ -129,8 +133,9 @@ def _dc_shard_data(self):
     self.data.valid_dl = _ShardLoader(vds, lambda e: _valid_shard(len(vds), vbs, r, w))
 
 
-# %% nbs/12_distributed.ipynb, code cell 12
-def _dc_begin_epoch(self):
+# %% nbs/12_distributed.ipynb, code cell 10
+@patch
+def begin_epoch(self: DistributedCallback):
     "Wrap the model in DDP the first time (every callback's begin_fit has run); set this epoch's shards."
     if self.ddp is None:
         ids = [self.device.index] if self.device.type == 'cuda' else None
@@ -138,16 +143,18 @@ def _dc_begin_epoch(self):
     self.run.model = self.ddp
     self.data.train_dl.epoch = self.epoch
 
+@patch
 @torch.no_grad()
-def _dc_begin_validate(self):
+def begin_validate(self: DistributedCallback):
     "Validate on the unwrapped module, with rank 0's buffers (batchnorm statistics) on every rank."
     self.run.model = self.module
     for b in self.module.buffers(): dist.broadcast(b, 0)
 
 
-# %% nbs/12_distributed.ipynb, code cell 13
-def _dc_after_validate(self):
-    "Sum the AvgStatsCallback totals and counts over the ranks, so every rank reports the statistics of the whole data."
+# %% nbs/12_distributed.ipynb, code cell 11
+@patch
+def after_validate(self: DistributedCallback):
+    "Sum the AvgStatsCallback totals and counts over the ranks: every rank reports the whole data's statistics."
     for cb in self.cbs:
         if not isinstance(cb, AvgStatsCallback): continue
         for s in (cb.train_stats, cb.valid_stats):
@@ -155,56 +162,27 @@ def _dc_after_validate(self):
             dist.all_reduce(t)
             s.count, s.totals = int(t[0]), t[1:].tolist()
 
-
-# %% nbs/12_distributed.ipynb, code cell 14
-def _dc_after_fit(self):
-    "Give the learner back its module and its single-process data."
+@patch
+def after_fit(self: DistributedCallback):
+    "Give the learner back its module, its single-process data and the callbacks detached at begin_fit."
     if self.module is None: return                           # begin_fit did not get far
     if self.in_train: self.run.pred = self.run.loss = None   # a cancelled training batch's graph holds DDP's reducer
     self.run.model, self.run.data = self.module, self.single_data
-    self.module = self.ddp = self.single_data = None
+    self.run.add_cbs(self.detached)
+    self.module = self.ddp = self.single_data = self.detached = None
     gc.collect()              # free the DDP wrapper (it sits in reference cycles) while the process group is alive
 
-DistributedCallback.begin_fit, DistributedCallback.begin_epoch, DistributedCallback.begin_validate = _dc_begin_fit, _dc_begin_epoch, _dc_begin_validate
-DistributedCallback.after_validate, DistributedCallback.after_fit = _dc_after_validate, _dc_after_fit
 
-
-# %% nbs/12_distributed.ipynb, code cell 15
-def _dc_vote(self, code):
-    "All-reduce (max) this rank's cancel code (0 none, 1 batch, 2 epoch, 3 train); raise the agreed cancel if it is stronger."
-    t = torch.tensor([code], device=self.comm_device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    self.votes += 1
-    if int(t) > code: raise _CANCELS_BY_CODE[int(t)]()
-
-
-# %% nbs/12_distributed.ipynb, code cell 16
-def _dc_after_loss(self):
-    "Vote 1 of each training batch, before the backward pass (DDP's all-reduce)."
-    if self.in_train and self.votes == 0: _dc_vote(self, 0)
-
-def _dc_after_batch(self):
-    "Vote 2 of each training batch, at its end."
-    if not self.in_train: return
-    while self.votes < 2: _dc_vote(self, 0)
-    self.votes = 0
-
-
-# %% nbs/12_distributed.ipynb, code cell 17
-def _dc_cancel_batch(self):
-    "A batch cancel raised here before vote 1: the other ranks skip their backward pass too."
-    if self.in_train and self.votes == 0: _dc_vote(self, 1)
-
-def _dc_cancel(code):
-    "The handler for an epoch (code 2) or train (code 3) cancel: cast this batch's remaining votes with `code`."
-    def _f(self):
-        if not self.in_train: return
-        while self.votes < 2: _dc_vote(self, code)     # may raise a stronger agreed cancel: its handler goes on
-        self.votes = 0
-    return _f
-
-DistributedCallback.after_loss, DistributedCallback.after_batch, DistributedCallback.after_cancel_batch = _dc_after_loss, _dc_after_batch, _dc_cancel_batch
-DistributedCallback.after_cancel_epoch, DistributedCallback.after_cancel_train = _dc_cancel(2), _dc_cancel(3)
+# %% nbs/12_distributed.ipynb, code cell 12
+@patch
+def _vote(self: DistributedCallback, code, upto):
+    "Cast this training batch's votes up to number `upto` with cancel `code`; raise the agreed cancel if stronger."
+    while self.in_train and self.votes < upto:
+        t = torch.tensor([code], device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)                  # the largest code wins
+        self.votes += 1
+        if int(t) > code: raise self._cancels[int(t)]()          # its handler casts the votes left
+    if self.votes == 2: self.votes = 0                           # the batch's votes are all cast
 
 
 # %% what `from exp.nb_12 import *` hands over: the names defined above (see notebook2script.py)

@@ -149,7 +149,8 @@ def test_aggregate_hands_over_every_module_but_leaves_pytorchs_names_alone(tmp_p
     root = project(tmp_path)
     make_nb(root / 'nbs' / '00_base.ipynb', ["#export\nimport torch\ndef base():\n    'One.'\n    return 1\n"
                                             "class DataLoader:\n    'A teaching version.'\ndef relu(x):\n    'Too.'"])
-    make_nb(root / 'nbs' / '01_next.ipynb', ["#export\nfrom exp.nb_00 import *\ndef more():\n    'Two.'\n    return base() + 1"])
+    make_nb(root / 'nbs' / '01_next.ipynb', ["#export\nfrom exp.nb_00 import *\n"
+                                            "def more():\n    'Two.'\n    return base() + 1"])
     r = run_cli(root / 'notebook2script.py', cwd=root)
     assert r.returncode == 0 and 'wrote exp/all.py' in r.stdout, r.stderr
     text = (root / 'exp' / 'all.py').read_text('utf-8')
@@ -332,7 +333,7 @@ def test_check_in_sync_stale_missing_and_orphaned(tmp_path, monkeypatch):
     r = run_cli(script, '--check', cwd=tmp_path)
     expected = ['stale: exp/nb_00.py (from nbs/00_a.ipynb)', 'missing: exp/nb_01.py (from nbs/01_b.ipynb)',
                 'orphaned: exp/nb_02.py (nbs/02_c.ipynb has no export cells any more)',
-                'orphaned: exp/nb_09.py (no notebook exports to it any more)']
+                'orphaned: exp/nb_09.py (no notebook in nbs/ exports to it any more)']
     assert (r.returncode, r.stdout.splitlines()) == (1, expected)
     assert files_in(exp) == before  # --check writes nothing
 
@@ -374,3 +375,27 @@ def test_help_usage_errors_and_warnings(tmp_path):
     r = run_cli(script, cwd=root)
     assert r.returncode == 0 and 'Traceback' not in r.stderr
     assert r.stderr.startswith("warning: nbs/00_a.ipynb, code cell 2, line 1: '#exports' is not an export directive")
+
+
+def test_a_notebook_of_another_project_exports_beside_its_own_nbs(tmp_path):
+    "A numbered notebook outside this repo goes to the exp/ next to its own nbs/, never into this repo's exp/."
+    other = tmp_path / 'mine'
+    make_nb(other / 'nbs' / '20_own.ipynb', ["#export\ndef own():\n    'Mine.'\n    return 20"])
+    r = run_cli(SCRIPT, str(other / 'nbs' / '20_own.ipynb'), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (other / 'exp' / 'nb_20.py').is_file() and not (n2s.ROOT / 'exp' / 'nb_20.py').exists()
+    loose = make_nb(tmp_path / 'loose' / '21_loose.ipynb', ['#export\nz = 1'])
+    r = run_cli(SCRIPT, str(loose), cwd=tmp_path)
+    assert r.returncode == 2 and 'not in a folder named nbs/' in r.stderr and '--dest DIR' in r.stderr
+    assert not (tmp_path / 'loose' / 'exp').exists()
+
+
+def test_orphan_message_names_the_notebook_that_wrote_the_module(tmp_path):
+    root = project(tmp_path)
+    make_nb(root / 'nbs' / '00_a.ipynb', ['#export\nx = 1'])
+    make_nb(root / 'nbs' / '05_gone.ipynb', ['#export\ny = 1'])
+    assert run_cli(root / 'notebook2script.py', cwd=root).returncode == 0
+    (root / 'nbs' / '05_gone.ipynb').unlink()
+    r = run_cli(root / 'notebook2script.py', '--check', cwd=root)
+    assert ('orphaned: exp/nb_05.py (no notebook in nbs/ exports to it any more; it was written from'
+            ' nbs/05_gone.ipynb)') in r.stdout

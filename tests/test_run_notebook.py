@@ -208,3 +208,16 @@ def test_in_sync_exp_runs_and_no_check_skips_the_check(repo, tmp_path):
     assert r.returncode == 0 and r.stdout.rstrip().endswith('1 passed, 0 failed'), r.stdout + r.stderr
     (repo / 'exp' / 'nb_00.py').unlink()
     assert cli('--no-check', cwd=tmp_path, script=repo / 'run_notebook.py').returncode == 0
+
+
+def test_a_failure_in_generated_code_names_the_notebook_cell_it_came_from(tmp_path):
+    "A traceback through exp/nb_XX.py also names the notebook cell and line: the learner edits notebooks, not exp/."
+    (tmp_path / 'mods').mkdir()
+    (tmp_path / 'mods' / 'nb_13.py').write_text('# header\n\n\n# %% nbs/13_text.ipynb, code cell 4\ndef tokenize(s):\n'
+                                                 "    'Split.'\n    raise ValueError('no text')\n")
+    make_nb(tmp_path / 'nbs' / '01_uses.ipynb', [f'import sys; sys.path.insert(0, {str(tmp_path / "mods")!r})',
+                                                 'from nb_13 import tokenize\ntokenize("")'])
+    r = cli(tmp_path / 'nbs' / '01_uses.ipynb', '--no-check', cwd=tmp_path)
+    assert r.returncode == 1
+    origin = r.stdout.split('--- the generated lines in this traceback come from')[1]
+    assert 'nb_13.py, line 7: nbs/13_text.ipynb, code cell 4, line 4' in origin
