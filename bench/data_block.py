@@ -17,39 +17,49 @@ Measured in this one run:
       decode cost per image implied by the 0-worker rows against the 1.3x budget.
 
 The PNG tree is written first if it is missing (about a minute). Thread count and cores are printed.
+--subset N writes and measures a tree of only the first N images of each split, in a temporary folder (a smoke test).
 
-Usage: python bench/data_block.py [--rounds 2] [--bs 128]
+Usage: python bench/data_block.py [--rounds 2] [--bs 128] [--subset N]
 """
-import argparse
 import contextlib
 import functools
 import io
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import BenchArgs, clock, machine
 from torch import optim
 
-from exp.nb_00a import FASHION_CLASSES, data_dir, get_fashion
-from exp.nb_03 import ArrayDataset, get_dls
-from exp.nb_04 import DataBunch, Learner
-from exp.nb_06 import BatchTransformXCallback, DeviceCallback, get_cnn_model, init_cnn
-from exp.nb_07 import conv_norm
-from exp.nb_08 import (
+from exp.all import (
+    FASHION_CLASSES,
+    ArrayDataset,
+    BatchTransformXCallback,
     CategoryProcessor,
+    DataBunch,
+    DeviceCallback,
     ImageList,
+    Learner,
     SplitData,
     compare_epochs,
+    conv_norm,
+    data_dir,
     databunchify,
     decode_once,
     default_num_workers,
     export_image_folder,
     file_batches,
+    get_cnn_model,
+    get_dls,
+    get_fashion,
     get_files,
     grandparent_splitter,
     image_extensions,
+    init_cnn,
     label_by_func,
     normalize_chan,
     parent_labeler,
@@ -74,59 +84,59 @@ def timing_learner(data, norm, seed=42):
 def images_per_s(dl, n_batches=150):
     "Images per second for the first `n_batches` batches of `dl` (worker start-up included), as the lesson measures."
     t0, n = time.perf_counter(), 0
-    for i, (xb, _) in enumerate(dl):
-        n += len(xb)
-        if i + 1 == n_batches: break
+    for _, (xb, _) in zip(range(n_batches), dl): n += len(xb)
     return n / (time.perf_counter() - t0)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--rounds', type=int, default=2)
-    p.add_argument('--bs', type=int, default=128)
-    a = p.parse_args()
-    if a.rounds < 1 or a.bs < 1: p.error('--rounds and --bs must be >= 1')
-    x_train, y_train, x_valid, y_valid = get_fashion()
-    path = data_dir()/'fashion-png'
-    for split, (x, y) in {'train': (x_train, y_train), 'valid': (x_valid, y_valid)}.items():
-        export_image_folder(x, y, FOLDERS, path, split)
-    nw = default_num_workers()
-    print(f'torch threads: {torch.get_num_threads()}, cores: {len(os.sched_getaffinity(0))}, '
-          f'default num_workers: {nw}\n')
+def main(argv=None):
+    p = BenchArgs(__doc__, rounds=2, bs=128)
+    p.add_argument('--subset', type=int, default=None, help='only the first N images of each split')
+    a = p.parse_args(argv)
+    x_train, y_train, x_valid, y_valid = data = get_fashion()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) if a.subset else data_dir()/'fashion-png'
+        for split, (x, y) in {'train': (x_train, y_train), 'valid': (x_valid, y_valid)}.items():
+            export_image_folder(x[:a.subset], y[:a.subset], FOLDERS, path, split)
+        race(path, data, a.bs, a.rounds)
 
-    ts = []
-    for _ in range(3):
-        t0 = time.perf_counter(); files = get_files(path, image_extensions); ts.append(time.perf_counter() - t0)
+
+def race(path, data, bs, rounds):
+    "Measure (1) to (4) on the PNG tree at `path` of the tensors `data` (x_train, y_train, x_valid, y_valid)."
+    x_train, y_train, x_valid, y_valid = data
+    nw = default_num_workers()
+    print(f'{machine()}, cores: {len(os.sched_getaffinity(0))}, default num_workers: {nw}\n')
+    ts = [clock(get_files, path, image_extensions)[0] for _ in range(3)]
+    files = get_files(path, image_extensions)
     print(f'(1) get_files: {len(files):,} files in {statistics.median(ts) * 1000:.0f} ms '
           '(median of 3; target < 1000 ms)')
 
     il = ImageList(files, path, tfms=[to_byte_tensor, to_float_tensor])
-    sd = SplitData.split_by_func(il, grandparent_splitter)
-    ll = label_by_func(sd, parent_labeler, proc_y=CategoryProcessor(FOLDERS))
+    ll = label_by_func(SplitData.split_by_func(il, grandparent_splitter), parent_labeler,
+                       proc_y=CategoryProcessor(FOLDERS))
     fb = file_batches(ll)
     print('(2) images/s, first 150 training batches (loading alone):')
     for name, sd_, nws in (('item by item', ll, (0, 1, 2)), ('by batch', fb, (0, 1))):
         for nw_ in nws:
-            ips = images_per_s(databunchify(sd_, a.bs, num_workers=nw_).train_dl)
-            print(f'      {name:<12}, num_workers={nw_}: {ips:8,.0f}')
+            print(f'      {name:<12}, num_workers={nw_}: '
+                  f'{images_per_s(databunchify(sd_, bs, num_workers=nw_).train_dl):8,.0f}')
 
-    t0 = time.perf_counter(); cached = decode_once(ll); t = time.perf_counter() - t0
-    print(f'(3) decode_once: 70,000 files in {t:.1f} s ({70_000 / t:,.0f} images/s)')
+    t = time.perf_counter(); cached = decode_once(ll); t = time.perf_counter() - t
+    n_img = len(ll.train) + len(ll.valid)
+    print(f'(3) decode_once: {n_img:,} files in {t:.1f} s ({n_img / t:,.0f} images/s)')
 
-    otr = torch.tensor([int(f.stem) for f in ll.train.x.items])
-    ova = torch.tensor([int(f.stem) for f in ll.valid.x.items])
+    otr, ova = (torch.tensor([int(f.stem) for f in d.x.items]) for d in (ll.train, ll.valid))
     xs = cached.train.x.float() / 255
     norm = functools.partial(normalize_chan, mean=xs.mean((0, 2, 3)), std=xs.std((0, 2, 3)))
     tdata = DataBunch(*get_dls(ArrayDataset(x_train[otr].view(-1, 1, 28, 28), y_train[otr]),
-                               ArrayDataset(x_valid[ova].view(-1, 1, 28, 28), y_valid[ova]), a.bs), c=10)
+                               ArrayDataset(x_valid[ova].view(-1, 1, 28, 28), y_valid[ova]), bs), c=10)
     tdata.c_in, tdata.c_out = 1, 10
-    contenders = {'tensors': tdata, 'PNG, decoded once': databunchify(cached, a.bs)}
+    contenders = {'tensors': tdata, 'PNG, decoded once': databunchify(cached, bs)}
     for nw_ in (0, 1):
-        contenders[f'PNG every epoch, item by item, {nw_} worker(s)'] = databunchify(ll, a.bs, num_workers=nw_)
-        contenders[f'PNG every epoch, by batch, {nw_} worker(s)'] = databunchify(fb, a.bs, num_workers=nw_)
+        contenders[f'PNG every epoch, item by item, {nw_} worker(s)'] = databunchify(ll, bs, num_workers=nw_)
+        contenders[f'PNG every epoch, by batch, {nw_} worker(s)'] = databunchify(fb, bs, num_workers=nw_)
     with contextlib.redirect_stdout(io.StringIO()):
-        secs = compare_epochs({k: timing_learner(d, norm) for k, d in contenders.items()}, rounds=a.rounds)
-    print(f'(4) seconds per epoch, {a.rounds} rounds in turns after a warm-up round (batch {a.bs}); ratio to tensors: '
+        secs = compare_epochs({k: timing_learner(d, norm) for k, d in contenders.items()}, rounds=rounds)
+    print(f'(4) seconds per epoch, {rounds} rounds in turns after a warm-up round (batch {bs}); ratio to tensors: '
           'median of the per-round ratios [each round]')
     ratio = {}
     for k, s in secs.items():
@@ -139,8 +149,7 @@ def main():
         r0, r1 = ratio[f'PNG every epoch, {kind}, 0 worker(s)'], ratio[f'PNG every epoch, {kind}, 1 worker(s)']
         print(f'      {kind}: 1 worker {"faster" if r1 < r0 else "not faster"} than none ({r0 / r1:.2f}x); '
               f'default_num_workers() here: {nw}')
-    n_img, t_t = len(ll.train) + len(ll.valid), statistics.median(secs['tensors'])
-    for k in ('PNG every epoch, item by item, 0 worker(s)', 'PNG every epoch, by batch, 0 worker(s)'):
+        k, t_t = f'PNG every epoch, {kind}, 0 worker(s)', statistics.median(secs['tensors'])
         print(f'      {k}: decoding costs {(ratio[k] - 1) * t_t / n_img * 1e6:.1f} us per image in the training '
               f'process; {TARGET}x allows {(TARGET - 1) * t_t / n_img * 1e6:.1f} us')
 

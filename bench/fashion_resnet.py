@@ -11,28 +11,31 @@ Usage: python bench/fashion_resnet.py [--epochs 20] [--lr 1e-2] [--wd 1e-2] [--l
                                       [--seed 0] [--threads N] [--subset N]
 Not run in CI (about 20 epochs of a minute each on a quiet 2-core CPU).
 """
-import argparse
 import time
 from functools import partial
 
 import torch
+from common import fashion_datasets, recipe_args
 
-from exp.nb_00a import is_full_fashion
-from exp.nb_03 import ArrayDataset, accuracy, get_dls
-from exp.nb_04 import AvgStatsCallback, Callback, DataBunch
-from exp.nb_10 import AugmentCallback, flip_batch, pad_crop, tta
-from exp.nb_11 import fashion_images, xres_learner, xresnet18
-
-
-def tta_accuracy(learn):
-    "Validation accuracy without and with TTA (softmax averaged over each image and its mirror image)."
-    probs, tta_probs, targ = tta(learn.model, learn.data.valid_dl)
-    return (probs.argmax(1) == targ).float().mean().item(), (tta_probs.argmax(1) == targ).float().mean().item()
+from exp.all import (
+    AugmentCallback,
+    AvgStatsCallback,
+    Callback,
+    DataBunch,
+    accuracy,
+    flip_batch,
+    get_dls,
+    is_full_fashion,
+    pad_crop,
+    tta,
+    xres_learner,
+    xresnet18,
+)
 
 
 class EpochPrinter(Callback):
     "Prints each epoch's validation accuracy, its wall time and the time so far (after AvgStatsCallback has its row)."
-    _order = 100
+    _order = AvgStatsCallback._order + 100
     def begin_fit(self): self.t0 = time.perf_counter()
     def after_epoch(self):
         h = self.avg_stats.history[-1]
@@ -40,44 +43,30 @@ class EpochPrinter(Callback):
               f"{h['time']}, {time.perf_counter() - self.t0:.0f} s so far", flush=True)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--epochs', type=int, default=20)
-    ap.add_argument('--lr', type=float, default=1e-2)
-    ap.add_argument('--wd', type=float, default=1e-2)
-    ap.add_argument('--ls', type=float, default=0.1, help='label smoothing')
-    ap.add_argument('--pad', type=int, default=2, help='padding of the random crops')
-    ap.add_argument('--bs', type=int, default=256)
-    ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--threads', type=int, default=None)
-    ap.add_argument('--subset', type=int, default=None, help='use only the first N training images (a smoke test)')
-    a = ap.parse_args()
-    if a.threads: torch.set_num_threads(a.threads)
-    data = fashion_images(a.bs)
-    full = is_full_fashion(data.train_ds.x)
-    if a.subset:
-        tr, va = data.train_ds, data.valid_ds
-        n, nv = a.subset, a.subset // 5
-        data = DataBunch(*get_dls(ArrayDataset(tr.x[:n], tr.y[:n]), ArrayDataset(va.x[:nv], va.y[:nv]), a.bs), c=10)
-    bg = float(data.train_ds.x.min())                 # a background (black) pixel after normalisation: the padding
+def main(argv=None):
+    p = recipe_args(__doc__, epochs=20)
+    p.add_argument('--pad', type=int, default=2, help='padding of the random crops')
+    a = p.parse_args(argv)
+    tr, va = fashion_datasets(a.subset)
+    data = DataBunch(*get_dls(tr, va, a.bs), c=10)
+    bg = float(tr.x.min())                            # a background (black) pixel after normalisation: the padding
     torch.manual_seed(a.seed)
     learn = xres_learner(data, xresnet18, lr=a.lr, wd=a.wd, ls=a.ls,
                          cbs=[AugmentCallback(flip_batch, partial(pad_crop, pad=a.pad, fill=bg)),
                               AvgStatsCallback([accuracy], show=False), EpochPrinter()])
-    n_par = sum(p.numel() for p in learn.model.parameters())
-    print(f'xresnet18 ({n_par:,} parameters), {a.epochs} epochs, lr {a.lr}, wd {a.wd}, label smoothing {a.ls}, '
-          f'batch {a.bs}, seed {a.seed}, threads {torch.get_num_threads()}; '
-          f'augmentation: flip_batch + pad_crop(pad={a.pad}, fill={bg:.3f}) '
-          f'from exp.nb_10 (lesson 10); {len(data.train_ds):,} training images '
-          f'(full Fashion-MNIST: {full and not a.subset})',
+    print(f'xresnet18 ({sum(p.numel() for p in learn.model.parameters()):,} parameters), {a.epochs} epochs, '
+          f'lr {a.lr}, wd {a.wd}, label smoothing {a.ls}, batch {a.bs}, seed {a.seed}, '
+          f'threads {torch.get_num_threads()}; augmentation: flip_batch + pad_crop(pad={a.pad}, fill={bg:.3f}) '
+          f'from exp.nb_10 (lesson 10); {len(tr):,} training images (full Fashion-MNIST: {is_full_fashion(tr.x)})',
           flush=True)
     t0 = time.perf_counter()
     learn.fit(a.epochs)
     wall = time.perf_counter() - t0
     accs = [h['valid_accuracy'] for h in learn.avg_stats.history]
     first = next((i + 1 for i, v in enumerate(accs) if v >= 0.945), None)
-    plain, tta = tta_accuracy(learn)
-    print(f'final validation accuracy after {a.epochs} epochs: {plain:.2%} without TTA, {tta:.2%} with TTA (flip)')
+    probs, tta_probs, targ = tta(learn.model, learn.data.valid_dl)   # softmax averaged over each image and its mirror
+    plain, with_tta = ((p.argmax(1) == targ).float().mean().item() for p in (probs, tta_probs))
+    print(f'final validation accuracy after {a.epochs} epochs: {plain:.2%} without TTA, {with_tta:.2%} with TTA (flip)')
     print(f"best epoch {max(accs):.2%}; first epoch at >= 94.5%: {first or 'never'}; {wall:.0f} s in all "
           f"({wall / a.epochs:.0f} s per epoch)")
 

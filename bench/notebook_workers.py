@@ -2,23 +2,19 @@
 
     python bench/notebook_workers.py                  # 5 notebooks per set, 3 timed repeats
     python bench/notebook_workers.py --n 6 --repeats 5
+    python bench/notebook_workers.py --n 1 --repeats 1 --warmup 0     # a smoke test
 
 Small notebooks are dominated by kernel start-up, which is CPU work; on a 2-core machine running two at
 once may or may not help, so this measures it. Two sets of tiny notebooks are made in a temp folder:
 `bare` (a few cells of plain Python) and `torch` (imports torch and multiplies small matrices, like a
 lesson's first cells). Each set is run through run_notebook's runner with workers=1 and workers=2, the
-two alternating, after one warm-up run of each; the table shows the median wall time and the ratio.
+two alternating, after one warm-up run of each (--warmup); the table shows the median wall time and the ratio.
 """
-from __future__ import annotations
-
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import fire
 import nbformat
+from common import BenchArgs, clock, interleave, medians, table
 from nbformat import v4
 
 from run_notebook import run_notebooks
@@ -31,50 +27,37 @@ SETS = {
 }
 
 
-def make_set(folder: Path, cells: list[str], n: int) -> list[Path]:
+def make_set(folder, cells, n):
     "n copies of a tiny notebook, numbered 01_... to n."
     folder.mkdir(parents=True)
-    paths = []
-    for i in range(1, n + 1):
-        nb = v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells])
-        path = folder / f'{i:02d}_tiny.ipynb'
-        nbformat.write(nb, path)
-        paths.append(path)
+    paths = [folder / f'{i:02d}_tiny.ipynb' for i in range(1, n + 1)]
+    for path in paths: nbformat.write(v4.new_notebook(cells=[v4.new_code_cell(c) for c in cells]), path)
     return paths
 
 
-def time_run(paths: list[Path], workers: int) -> float:
+def time_run(paths, workers):
     "Seconds to run every notebook with `workers` at once; exits if one fails (a broken bench measures nothing)."
-    start = time.perf_counter()
-    results = run_notebooks(paths, timeout=120, workers=workers)
-    seconds = time.perf_counter() - start
+    results = []
+    seconds = clock(lambda: results.extend(run_notebooks(paths, timeout=120, workers=workers)))[0]
     failed = [r for r in results if not r.passed]
-    if failed: sys.exit(f'bench notebook failed:\n{failed[0].report()}')
+    if failed: raise SystemExit(f'bench notebook failed:\n{failed[0].report()}')
     return seconds
 
 
-def measure(paths: list[Path], repeats: int) -> dict[int, list[float]]:
-    "Timings for workers=1 and workers=2, alternating, after a warm-up run of each."
-    for w in (1, 2): time_run(paths, w)
-    times: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(repeats):
-        for w in (1, 2): times[w].append(time_run(paths, w))
-    return times
-
-
-def main(n: int = 5, repeats: int = 3) -> None:
-    "Time `n` tiny notebooks per set with workers=1 and workers=2 (`repeats` timed runs each) and print a table."
+def main(argv=None):
+    p = BenchArgs(__doc__, n=5, repeats=3)
+    p.add_argument('--warmup', type=int, default=1, help='untimed runs of each before the timed ones')
+    a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for name, cells in SETS.items():
-            times = measure(make_set(Path(tmp) / name, cells, n), repeats)
-            one, two = statistics.median(times[1]), statistics.median(times[2])
-            rows.append((name, one, two, one / two))
-    print(f'{n} notebooks per set, median of {repeats} runs, each notebook in its own fresh kernel')
-    print(f"{'set':<6} {'workers=1 (s)':>14} {'workers=2 (s)':>14} {'speed-up':>9}")
-    for name, one, two, ratio in rows:
-        print(f'{name:<6} {one:>14.2f} {two:>14.2f} {ratio:>8.2f}x')
+            paths = make_set(Path(tmp) / name, cells, a.n)
+            runs = {w: lambda w=w: time_run(paths, w) for w in (1, 2)}
+            one, two = medians(interleave(runs, a.repeats, a.warmup)).values()
+            rows.append([name, one, two, one / two])
+    print(f'{a.n} notebooks per set, median of {a.repeats} runs, each notebook in its own fresh kernel')
+    table(['set', 'workers=1 (s)', 'workers=2 (s)', 'speed-up'], rows, ['{:.2f}', '{:.2f}', '{:.2f}x'])
 
 
 if __name__ == '__main__':
-    fire.Fire(main)
+    main()

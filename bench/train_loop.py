@@ -13,121 +13,58 @@ shuffling, no copies); it is printed as a reference row only.
 Usage: python bench/train_loop.py [--bs 64 512] [--repeats 5] [--n 50000] [--threads N]
 (--threads 1 gives steadier figures on a machine shared with other work.)
 """
-import argparse
-import statistics
-import sys
 import time
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 import torch.utils.data as tud
+from common import BenchArgs, interleave, machine, medians, random_rows, table, verdict
 from torch import nn, optim
 
-from exp.nb_03 import ArrayDataset, BasicOptimizer, DataLoader, Sampler, cross_entropy
+from exp.all import ArrayDataset, BasicOptimizer
+from exp.nb_03 import DataLoader, Sampler, cross_entropy
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-def make_data(n: int, n_in: int = 784, n_out: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "Random inputs and integer labels shaped like MNIST."
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, n_in, generator=g), torch.randint(0, n_out, (n,), generator=g)
+REF, OURS, YARDSTICK = '(3) PyTorch DataLoader + SGD', ('(1) ours, per item', '(2) ours, batched'), '(4) plain slices'
 
 
-def make_model(n_in: int = 784, nh: int = 50, n_out: int = 10) -> nn.Module:
-    "The lesson's MLP."
-    return nn.Sequential(nn.Linear(n_in, nh), nn.ReLU(), nn.Linear(nh, n_out))
-
-
-def train_epoch(model: nn.Module, batches: Batches, loss_func: Callable, opt) -> int:
-    "One pass of forward, backward and step over `batches`; returns the number of samples seen."
-    n = 0
+def rate(batches, loss_func, opt_func):
+    "Samples per second of one epoch over `batches` for a fresh MLP (forward, backward, step)."
+    model = nn.Sequential(nn.Linear(784, 50), nn.ReLU(), nn.Linear(50, 10))
+    opt, n, t = opt_func(model.parameters(), lr=0.1), 0, time.perf_counter()
     for xb, yb in batches:
         loss_func(model(xb), yb).backward()
-        opt.step()
-        opt.zero_grad()
+        opt.step(); opt.zero_grad()
         n += len(yb)
-    return n
+    return n / (time.perf_counter() - t)
 
 
-def slices(x: torch.Tensor, y: torch.Tensor, bs: int) -> Batches:
-    "Consecutive slices of the tensors, no shuffling."
-    for i in range(0, len(x), bs): yield x[i:i + bs], y[i:i + bs]
-
-
-def make_ways(x: torch.Tensor, y: torch.Tensor, bs: int) -> dict[str, Callable[[], int]]:
-    "One zero-argument function per way, each training a fresh model for one epoch."
+def ways(x, y, bs):
+    "One zero-argument function per way, each training a fresh model for one epoch; returns samples/s."
     ds = ArrayDataset(x, y)
-    def ours(batched: bool) -> Callable[[], int]:
-        def run() -> int:
-            model = make_model()
-            dl = DataLoader(ds, Sampler(ds, bs, shuffle=True), batched=batched)
-            return train_epoch(model, dl, cross_entropy, BasicOptimizer(model.parameters(), lr=0.1))
-        return run
-    def pytorch() -> int:
-        model = make_model()
-        dl = tud.DataLoader(tud.TensorDataset(x, y), batch_size=bs, shuffle=True)
-        return train_epoch(model, dl, F.cross_entropy, optim.SGD(model.parameters(), lr=0.1))
-    def plain() -> int:
-        model = make_model()
-        return train_epoch(model, slices(x, y, bs), cross_entropy, BasicOptimizer(model.parameters(), lr=0.1))
-    return {'(1) ours, per item': ours(False), '(2) ours, batched': ours(True),
-            '(3) PyTorch DataLoader + SGD': pytorch, '(4) plain slices': plain}
+    ours = lambda batched: lambda: rate(DataLoader(ds, Sampler(ds, bs, shuffle=True), batched=batched),
+                                        cross_entropy, BasicOptimizer)
+    return {OURS[0]: ours(False), OURS[1]: ours(True),
+            REF: lambda: rate(tud.DataLoader(tud.TensorDataset(x, y), batch_size=bs, shuffle=True),
+                              F.cross_entropy, optim.SGD),
+            YARDSTICK: lambda: rate(((x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)),
+                                    cross_entropy, BasicOptimizer)}
 
 
-def time_ways(ways: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
-    "Median samples/second per way; one warm-up, then `repeats` rounds that interleave the ways."
-    for f in ways.values(): f()
-    rates: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(repeats):
-        for k, f in ways.items():
-            t = time.perf_counter()
-            n = f()
-            rates[k].append(n / (time.perf_counter() - t))
-    return {k: statistics.median(v) for k, v in rates.items()}
-
-
-REF = '(3) PyTorch DataLoader + SGD'
-OURS = ('(1) ours, per item', '(2) ours, batched')
-YARDSTICK = '(4) plain slices'
-
-
-def best_of_ours(rates: dict[str, float], ours: tuple[str, ...] = OURS) -> str:
-    "The faster of our DataLoader paths (the plain-slice row is not a DataLoader, so it never counts)."
-    return max(ours, key=rates.__getitem__)
-
-
-def report(bs: int, rates: dict[str, float], ref: str = REF) -> None:
-    "Print one table (samples/second, ratio to the reference) and the target line: best of (1)/(2) vs (3)."
-    print(f'\nbatch size {bs}')
-    print(f'{"way":32s} {"samples/s":>11s} {"vs (3)":>7s}')
-    for k, r in rates.items():
-        note = '  (reference row: no DataLoader)' if k == YARDSTICK else ''
-        print(f'{k:32s} {r:11,.0f} {r / rates[ref]:6.2f}x{note}')
-    best = best_of_ours(rates)
-    ratio = rates[best] / rates[ref]
-    verdict = 'meets' if ratio >= 1 else 'misses'
-    print(f'target, our best DataLoader path vs (3): {best} at {ratio:.2f}x -> {verdict} "at least as fast as (3)"')
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--bs', type=int, nargs='+', default=[64, 512])
-    p.add_argument('--repeats', type=int, default=5)
-    p.add_argument('--n', type=int, default=50_000)
-    p.add_argument('--threads', type=int, default=0, help="torch threads (default: torch's own choice)")
-    a = p.parse_args(argv)
-    if a.n < 1 or a.repeats < 1 or min(a.bs) < 1 or a.threads < 0:
-        print('error: --n, --repeats, --bs must be positive and --threads >= 0', file=sys.stderr); return 2
-    if a.threads: torch.set_num_threads(a.threads)
+def main(argv=None):
+    a = BenchArgs(__doc__, bs=[64, 512], repeats=5, n=50_000).parse_args(argv)
     torch.manual_seed(0)
-    x, y = make_data(a.n)
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {a.n:,} x {x.shape[1]} samples, '
-          f'median over {a.repeats} epoch(s) per way')
-    for bs in a.bs: report(bs, time_ways(make_ways(x, y, bs), a.repeats))
-    return 0
+    x, y = random_rows(a.n)
+    print(f'{machine()}, {a.n:,} x {x.shape[1]} samples, median over {a.repeats} epoch(s) per way')
+    for bs in a.bs:
+        rates = medians(interleave(ways(x, y, bs), a.repeats))
+        print(f'\nbatch size {bs}')
+        note = {YARDSTICK: '(reference row: no DataLoader)'}
+        table(['way', 'samples/s', 'vs (3)', ''], [[k, r, r / rates[REF], note.get(k, '')] for k, r in rates.items()],
+              ['{:,.0f}', '{:.2f}x', '{}'])
+        best = max(OURS, key=rates.__getitem__)    # the plain-slice row is not a DataLoader, so it never counts
+        r = rates[best] / rates[REF]
+        print(f'target, our best DataLoader path vs (3): {best} at {r:.2f}x -> {verdict(r, 1, most=False)} (3)')
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    main()
