@@ -2,9 +2,9 @@
 """The whole library in one import, for your own notebooks and code: `from exp.all import *`.
 
 It hands over each lesson module's own names and the libraries the lessons use, except a lesson's
-teaching version of something PyTorch has under the same name
-(in torch.nn, torch.nn.functional, torch.utils.data, torch.optim): those names stay PyTorch's. To use a teaching version,
-import it from its lesson, e.g. `from exp.nb_03 import DataLoader`.
+teaching version of something PyTorch has under the same name (in torch.nn, torch.nn.functional,
+torch.utils.data or torch.optim): those names stay PyTorch's. To use a teaching version, import it
+from its lesson, e.g. `from exp.nb_03 import DataLoader`.
 """
 import math, statistics, time
 from functools import partial
@@ -14,28 +14,28 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from exp.nb_00 import (atomic_write, near, patch, test, test_eq, test_fail, test_near, test_near_zero)
 from exp.nb_00a import (ArrayUnpickler, DataError, FASHION_CLASSES, FASHION_ROWS, FASHION_SAMPLE_SHA256,
-    FASHION_SHA256, FASHION_URLS, FashionError, MNIST_ROWS, MNIST_SHA256, MNIST_URLS, MnistError, data_dir,
-    download_fashion, download_mnist, get_data, get_fashion, get_test_data, is_full_fashion, is_full_mnist,
-    load_fashion, load_fashion_sample, load_mnist, read_idx)
+    FASHION_SHA256, FASHION_URLS, FashionError, ImageError, MNIST_ROWS, MNIST_SHA256, MNIST_URLS, MnistError,
+    data_dir, download_fashion, download_mnist, export_image_folder, get_data, get_fashion, get_test_data,
+    is_full_fashion, is_full_mnist, load_fashion, load_fashion_sample, load_mnist, read_idx)
 from exp.nb_01 import (matmul_broadcast, matmul_einsum, matmul_elementwise, matmul_loops, timeit_us)
 from exp.nb_02 import (FastLin, FastModel, FastModule, FastMse, FastRelu, Lin, Model, Mse, Relu, check_grad,
     compare_us, lin, mse)
 from exp.nb_03 import (ArrayDataset, BasicOptimizer, accuracy, collate, fit, get_dls, get_model, logsumexp, nll)
 from exp.nb_04 import (AvgStats, AvgStatsCallback, CANCEL_EVENTS, Callback, CancelBatchException,
     CancelEpochException, CancelTrainException, DataBunch, EVENTS, Learner, ProgressCallback, STEP_PARTS,
-    TrainEvalCallback, add_cbs, backward, camel2snake, eval_mode, get_learner, get_loss, make_opt, predict,
-    progress_enabled, remove_cbs, step, zero_grad)
+    TrainEvalCallback, camel2snake, eval_mode, get_learner, progress_enabled)
 from exp.nb_05 import (LR_Find, ParamScheduler, Recorder, combine_scheds, find_lr, one_cycle_cbs, sched_cos,
     sched_exp, sched_lin, sched_no, sched_one_cycle)
 from exp.nb_06 import (ActivationStats, BatchTransformXCallback, DeviceCallback, GeneralRelu, Hook, Hooks, Lambda,
     append_stats, conv2d_fast, conv_layer, conv_out_size, default_device, flatten, get_cnn_layers, get_cnn_learner,
     get_cnn_model, get_hist, get_near_zero, im2col, init_cnn, mnist_resize)
-from exp.nb_07 import (BatchNorm, InstanceNorm, RunningBatchNorm, conv_norm)
+from exp.nb_07 import (BatchNorm, FastBatchNorm, InstanceNorm, RunningBatchNorm, conv_norm)
 from exp.nb_07a import (layer_stats, lsuv_init)
-from exp.nb_08 import (CategoryProcessor, FileBatchData, ImageError, ImageList, ItemList, LabeledData, Processor,
-    SplitData, TensorData, Transform, compare_epochs, compose, databunchify, decode_once, default_num_workers,
-    export_image_folder, file_batches, get_files, grandparent_splitter, image_extensions, label_by_func,
-    model_summary, normalize_chan, open_image, parent_labeler, show_batch, to_byte_tensor, to_float_tensor)
+from exp.nb_08 import (CategoryProcessor, ImageList, ItemList, LabeledData, Processor, SplitData, Transform, compose,
+    databunchify, default_num_workers, get_files, grandparent_splitter, image_extensions, label_by_func, open_image,
+    parent_labeler, show_batch, to_byte_tensor, to_float_tensor)
+from exp.nb_08a import (FileBatchData, TensorData, compare_epochs, decode_once, file_batches, model_summary,
+    normalize_chan)
 from exp.nb_09 import (AverageGrad, AverageSqrGrad, ForeachOptimizer, Stat, StatefulOptimizer, StepCount, adam_opt,
     adam_step, debias, l2_reg, lamb_opt, lamb_step, momentum_step, sgd_opt, sgd_step, weight_decay)
 from exp.nb_10 import (AugmentCallback, RandErase, flip_batch, pad_crop, rotate_batch, tta)
@@ -65,28 +65,28 @@ __all__ = ['ActivationStats', 'ArrayDataset', 'ArrayUnpickler', 'AugmentCallback
     'CANCEL_EVENTS', 'Callback', 'CancelBatchException', 'CancelEpochException', 'CancelTrainException',
     'CategoryProcessor', 'ChannelsLastCallback', 'DataBunch', 'DataError', 'DeviceCallback', 'DistributedCallback',
     'EVENTS', 'F', 'FASHION_CLASSES', 'FASHION_ROWS', 'FASHION_SAMPLE_SHA256', 'FASHION_SHA256', 'FASHION_URLS',
-    'FashionError', 'FastLin', 'FastModel', 'FastModule', 'FastMse', 'FastRelu', 'FileBatchData', 'ForeachOptimizer',
-    'GeneralRelu', 'Hook', 'Hooks', 'ImageError', 'ImageList', 'InstanceNorm', 'ItemList', 'LR_Find',
-    'LabelSmoothingCrossEntropy', 'LabeledData', 'Lambda', 'Learner', 'Lin', 'MNIST_ROWS', 'MNIST_SHA256',
+    'FashionError', 'FastBatchNorm', 'FastLin', 'FastModel', 'FastModule', 'FastMse', 'FastRelu', 'FileBatchData',
+    'ForeachOptimizer', 'GeneralRelu', 'Hook', 'Hooks', 'ImageError', 'ImageList', 'InstanceNorm', 'ItemList',
+    'LR_Find', 'LabelSmoothingCrossEntropy', 'LabeledData', 'Lambda', 'Learner', 'Lin', 'MNIST_ROWS', 'MNIST_SHA256',
     'MNIST_URLS', 'MixUp', 'MixedPrecision', 'MnistError', 'Model', 'Mse', 'ParamScheduler', 'Processor',
     'ProgressCallback', 'RandErase', 'Recorder', 'Relu', 'ResBlock', 'RunningBatchNorm', 'STEP_PARTS', 'SplitData',
     'Stat', 'StatefulOptimizer', 'StepCount', 'TensorData', 'TrainEvalCallback', 'Transform', 'XResNet', 'accuracy',
-    'adam_opt', 'adam_step', 'add_cbs', 'append_stats', 'atomic_write', 'autocast_dtype', 'avg_pool2x2', 'backward',
-    'body_head_splitter', 'camel2snake', 'check_grad', 'class_subset', 'collate', 'combine_scheds', 'compare_epochs',
-    'compare_us', 'compose', 'confusion_matrix', 'conv2d_fast', 'conv_layer', 'conv_norm', 'conv_out_size',
-    'data_dir', 'databunchify', 'debias', 'decode_once', 'default_device', 'default_num_workers', 'dist_backend',
+    'adam_opt', 'adam_step', 'append_stats', 'atomic_write', 'autocast_dtype', 'avg_pool2x2', 'body_head_splitter',
+    'camel2snake', 'check_grad', 'class_subset', 'collate', 'combine_scheds', 'compare_epochs', 'compare_us',
+    'compose', 'confusion_matrix', 'conv2d_fast', 'conv_layer', 'conv_norm', 'conv_out_size', 'data_dir',
+    'databunchify', 'debias', 'decode_once', 'default_device', 'default_num_workers', 'dist_backend',
     'download_fashion', 'download_mnist', 'epoch_shards', 'eval_mode', 'export_image_folder', 'fashion_images',
     'file_batches', 'find_lr', 'fit', 'flatten', 'flip_batch', 'flops_summary', 'freeze_body', 'get_cnn_layers',
     'get_cnn_learner', 'get_cnn_model', 'get_data', 'get_dls', 'get_fashion', 'get_files', 'get_hist', 'get_learner',
-    'get_loss', 'get_model', 'get_near_zero', 'get_test_data', 'grandparent_splitter', 'half_model_copy', 'im2col',
+    'get_model', 'get_near_zero', 'get_test_data', 'grandparent_splitter', 'half_model_copy', 'im2col',
     'image_extensions', 'init_cnn', 'is_full_fashion', 'is_full_mnist', 'is_rank0', 'l2_reg', 'label_by_func',
     'lamb_opt', 'lamb_step', 'layer_stats', 'lin', 'load_fashion', 'load_fashion_sample', 'load_mnist',
-    'load_pretrained', 'logsumexp', 'lsuv_init', 'make_opt', 'math', 'matmul_broadcast', 'matmul_einsum',
-    'matmul_elementwise', 'matmul_loops', 'mnist_resize', 'model_summary', 'momentum_step', 'most_confused', 'mse',
-    'near', 'nll', 'nn', 'normalize_chan', 'one_cycle_cbs', 'one_cycle_group_cbs', 'open_image', 'optim', 'pad_crop',
-    'parent_labeler', 'partial', 'patch', 'plot_confusion', 'plt', 'predict', 'progress_enabled', 'rank0_only',
-    'read_idx', 'remove_cbs', 'replace_head', 'rotate_batch', 'save_pretrained', 'sched_cos', 'sched_exp',
-    'sched_lin', 'sched_no', 'sched_one_cycle', 'setup_distributed', 'sgd_opt', 'sgd_step', 'show_batch',
-    'statistics', 'step', 'tensor', 'test', 'test_eq', 'test_fail', 'test_near', 'test_near_zero', 'time',
-    'timeit_us', 'to_byte_tensor', 'to_float_tensor', 'torch', 'tta', 'unfreeze_all', 'valid_preds', 'weight_decay',
-    'xres_conv', 'xres_learner', 'xresnet18', 'xresnet34', 'xresnet50', 'zero_grad']
+    'load_pretrained', 'logsumexp', 'lsuv_init', 'math', 'matmul_broadcast', 'matmul_einsum', 'matmul_elementwise',
+    'matmul_loops', 'mnist_resize', 'model_summary', 'momentum_step', 'most_confused', 'mse', 'near', 'nll', 'nn',
+    'normalize_chan', 'one_cycle_cbs', 'one_cycle_group_cbs', 'open_image', 'optim', 'pad_crop', 'parent_labeler',
+    'partial', 'patch', 'plot_confusion', 'plt', 'progress_enabled', 'rank0_only', 'read_idx', 'replace_head',
+    'rotate_batch', 'save_pretrained', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle',
+    'setup_distributed', 'sgd_opt', 'sgd_step', 'show_batch', 'statistics', 'tensor', 'test', 'test_eq', 'test_fail',
+    'test_near', 'test_near_zero', 'time', 'timeit_us', 'to_byte_tensor', 'to_float_tensor', 'torch', 'tta',
+    'unfreeze_all', 'valid_preds', 'weight_decay', 'xres_conv', 'xres_learner', 'xresnet18', 'xresnet34',
+    'xresnet50']

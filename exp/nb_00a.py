@@ -6,18 +6,20 @@
 # %% nbs/00a_data.ipynb, code cell 1
 from exp.nb_00 import *
 import time
+import gzip as _gzip, hashlib as _hashlib, importlib as _importlib, io as _io, json as _json, math as _math
+import os as _os, pickle as _pickle, sys as _sys, urllib.request as _request
+from pathlib import Path as _Path
+import numpy as _np
+from PIL import Image as _Image
+from tqdm.auto import tqdm as _tqdm
+import exp as _exp
+from exp.nb_00 import _alive
 import torch
 from torch import tensor
 import matplotlib.pyplot as plt
 
 
 # %% nbs/00a_data.ipynb, code cell 3
-import gzip as _gzip, hashlib as _hashlib, importlib as _importlib, os as _os, pickle as _pickle
-import sys as _sys, tempfile as _tempfile, urllib.request as _request
-from pathlib import Path as _Path
-import numpy as _np
-import exp as _exp
-
 class DataError(Exception):
     "A data file is missing, unreadable, unsafe, malformed or not the expected data."
 
@@ -48,36 +50,30 @@ def _progress(done, total, width=30):
     else: bar = f"{done / 2**20:5.1f} MB"
     _sys.stderr.write(f'\r  {bar}'); _sys.stderr.flush()
 
-def _fetch(url, f, timeout, what):
-    "Stream `url` into the open binary file `f`, showing progress; raise DataError if the body is cut short."
+def _fetch(url, timeout, what):
+    "The body of `url`, streamed with a progress bar; DataError if it is cut short."
     with _request.urlopen(url, timeout=timeout) as r:
         print(f'Downloading {what} from {url}', file=_sys.stderr)
-        total, done, shown = int(r.headers.get('Content-Length') or 0), 0, -1
+        total, body, shown = int(r.headers.get('Content-Length') or 0), bytearray(), -1
         while chunk := r.read(1 << 16):
-            f.write(chunk); done += len(chunk)
-            step = done * 50 // total if total else done >> 20
-            if step != shown: _progress(done, total); shown = step
+            body += chunk
+            step = len(body) * 50 // total if total else len(body) >> 20
+            if step != shown: _progress(len(body), total); shown = step
     _sys.stderr.write('\n')
-    if total and done < total: raise DataError(f'truncated download: got {done:,} of {total:,} bytes')
+    if total and len(body) < total: raise DataError(f'truncated download: got {len(body):,} of {total:,} bytes')
+    return bytes(body)
 
 
 # %% nbs/00a_data.ipynb, code cell 7
 def _download(url, dest, check, timeout=30, what='data'):
-    "Download `url` into a temp file beside `dest`, run `check(temp_path)`, then rename it to `dest`."
-    made = not dest.parent.exists()  # a folder we create is removed again if the download fails
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.part')
-    try:
-        with _os.fdopen(fd, 'wb') as f: _fetch(url, f, timeout, what)
-        check(tmp)
-        _os.chmod(tmp, 0o644)  # mkstemp made it private to us
-        _os.replace(tmp, dest)
+    "Download `url`, run `check(body)` on the bytes, and only then write them to `dest` with atomic_write."
+    body = _fetch(url, timeout, what)
+    try: check(body)
     except Exception as e:
-        if _os.path.getsize(tmp): print(f'  rejected: {e}', file=_sys.stderr)  # only once data arrived
+        if body: print(f'  rejected: {e}', file=_sys.stderr)  # only once data arrived
         raise
-    finally:
-        _Path(tmp).unlink(missing_ok=True)
-        if made and not any(dest.parent.iterdir()): dest.parent.rmdir()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, body)
 
 
 # %% nbs/00a_data.ipynb, code cell 10
@@ -137,10 +133,11 @@ def _problem(data, kind):
 
 
 # %% nbs/00a_data.ipynb, code cell 14
-def _verify(path, kind):
-    "Load `path` with ArrayUnpickler and check it; raise MnistError saying what is wrong."
+def _verify(src, kind):
+    "Load `src` (a path, or a file's bytes) with ArrayUnpickler and check it; raise MnistError saying what is wrong."
+    if isinstance(src, bytes): src = _io.BytesIO(src)
     try:  # encoding='bytes': Python 2 strings (the raw pixels) come back as bytes, which numpy uses as is
-        with _gzip.open(path, 'rb') as f: data = ArrayUnpickler(f, encoding='bytes').load()
+        with _gzip.open(src, 'rb') as f: data = ArrayUnpickler(f, encoding='bytes').load()
     except Exception as e: raise MnistError(f'cannot be read safely ({type(e).__name__}: {e})') from e
     if why := _problem(data, kind): raise MnistError(why)
     return data
@@ -162,7 +159,7 @@ def download_mnist(dest=None, urls=None, timeout=30):
     dest = _Path(dest) if dest else data_dir()/'mnist.pkl.gz'
     tried = []
     for url in (MNIST_URLS if urls is None else urls):
-        try: _download(url, dest, lambda p: _verify(p, 'full'), timeout, 'MNIST'); return dest
+        try: _download(url, dest, lambda b: _verify(b, 'full'), timeout, 'MNIST'); return dest
         except Exception as e: tried.append(f'  {url}: {type(e).__name__}: {e}')
     raise MnistError('\n'.join([f'Could not download MNIST; tried {len(tried)} mirror(s):', *tried,
         f'To use full MNIST, download mnist.pkl.gz by hand (e.g. from a URL above) and save it as {dest} '
@@ -223,14 +220,17 @@ def _parse_idx(b, name):
 
 
 # %% nbs/00a_data.ipynb, code cell 22
-def _idx_bytes(path, name=None):
-    "The bytes of the idx file `path`, decompressed when it is gzipped; errors call it `name` (default: `path`)."
-    name = name or path
-    try: b = _Path(path).read_bytes()
-    except OSError as e: raise DataError(f'{name}: cannot read ({e.strerror or e})') from e
+def _gunzip(b, name):
+    "The bytes `b`, decompressed when they are gzipped; errors call them `name`."
     if b[:2] != b'\x1f\x8b': return b
     try: return _gzip.decompress(b)
     except Exception as e: raise DataError(f'{name}: damaged gzip file ({type(e).__name__}: {e})') from e
+
+def _idx_bytes(path, name=None):
+    "The bytes of the idx file `path`, decompressed when it is gzipped; errors call it `name` (default: `path`)."
+    try: b = _Path(path).read_bytes()
+    except OSError as e: raise DataError(f'{name or path}: cannot read ({e.strerror or e})') from e
+    return _gunzip(b, name or path)
 
 def read_idx(path):
     "The values in the idx file `path` (gzipped or not) as a tensor, after checking its header and length."
@@ -299,8 +299,8 @@ def load_fashion(folder):
 # %% nbs/00a_data.ipynb, code cell 27
 def _check_download(name):
     "A `_download` check accepting only the original Fashion-MNIST file `name`."
-    def check(path):
-        b = _idx_bytes(path, name)  # the temporary file, named in errors by the file it will become
+    def check(body):
+        b = _gunzip(body, name)  # the downloaded bytes, named in errors by the file they will become
         _parse_idx(b, name)
         _original(name, b, name)
     return check
@@ -333,7 +333,8 @@ def load_fashion_sample(path=None):
     fix = 'Restore data/fashion_sample.npz from git or rebuild it with data/make_fashion_sample.py.'
     try:
         with _np.load(path, allow_pickle=False) as z: a = [z[k] for k in _SAMPLE_KEYS]
-    except Exception as e: raise FashionError(f'{path}: cannot be read as the sample ({type(e).__name__}: {e}). {fix}') from e
+    except Exception as e:
+        raise FashionError(f'{path}: cannot be read as the sample ({type(e).__name__}: {e}). {fix}') from e
     n, m = FASHION_ROWS['sample']
     found, want = [(str(x.dtype), x.shape) for x in a], [('uint8', s) for s in ((n, 28, 28), (n,), (m, 28, 28), (m,))]
     if found != want: raise FashionError(f'{path}: arrays {found} instead of {want}. {fix}')
@@ -370,7 +371,8 @@ def get_fashion():
         raise FashionError(f'No Fashion-MNIST: not in {_where(local)} or {_DEBIAN_FASHION}, the download failed, and '
                            f'the sample {_short(sample)} is missing. Run download_fashion() or see data/README.md.')
     print(f'No full Fashion-MNIST in {_where(local)} or {_DEBIAN_FASHION} and the download failed: using the '
-          '7,000-image sample in data/fashion_sample.npz. For the full set run download_fashion() or see data/README.md.')
+          '7,000-image sample in data/fashion_sample.npz. '
+          'For the full set run download_fashion() or see data/README.md.')
     return load_fashion_sample(sample)
 
 def is_full_fashion(x_train):
@@ -378,8 +380,125 @@ def is_full_fashion(x_train):
     return len(x_train) == FASHION_ROWS['full'][0]
 
 
+# %% nbs/00a_data.ipynb, code cell 38
+class ImageError(DataError):
+    "An image file cannot be read, or an image folder is not what it should be."
+
+def _check_classes(classes):
+    "Refuse class names that cannot be folder names (empty, hidden, with a path separator) or that repeat."
+    for c in classes:
+        if not isinstance(c, str) or not c or c.startswith('.') or any(ch in c for ch in '/\\\0'):
+            raise ValueError(f'class name {c!r} cannot be a folder name (empty, starts with ".", or has / or \\)')
+    if len(set(classes)) != len(classes): raise ValueError(f'class names repeat: {list(classes)}')
+
+
+# %% nbs/00a_data.ipynb, code cell 39
+def _as_uint8_images(x):
+    "uint8 images (n, h, w) from `x`: uint8 or floats in [0, 1], shaped (n, h, w) or as square rows (n, h*w)."
+    x = torch.as_tensor(x).detach().cpu()
+    side = _math.isqrt(x.shape[1]) if x.ndim == 2 else 0
+    if x.ndim == 2 and side * side == x.shape[1]: x = x.reshape(len(x), side, side)
+    if x.ndim != 3: raise ValueError(f'images must be (n, h, w) or square rows (n, h*w), got shape {tuple(x.shape)}')
+    if x.dtype == torch.uint8: return x.contiguous()
+    if not x.is_floating_point(): raise TypeError(f'images must be uint8 or floats in [0, 1], got {x.dtype}')
+    if x.numel() and not (x.min() >= 0 and x.max() <= 1): raise ValueError('float images must have pixels in [0, 1]')
+    return (x * 255).round().to(torch.uint8)
+
+
+# %% nbs/00a_data.ipynb, code cell 40
+def _tree_info(x, y, classes):
+    "What an exported split holds: image count, class folders and a sha256 of pixels and labels."
+    h = _hashlib.sha256(x.numpy().tobytes())
+    h.update(y.to(torch.int64).numpy().tobytes())
+    return {'n': len(x), 'classes': list(classes), 'sha256': h.hexdigest()}
+
+def _save_png(img, fn):
+    "Save the uint8 image (h, w) as the PNG `fn` with atomic_write."
+    im = _Image.frombytes('L', (img.shape[1], img.shape[0]), img.numpy().tobytes())
+    atomic_write(fn, lambda f: im.save(f, format='PNG'))
+
+
+# %% nbs/00a_data.ipynb, code cell 41
+def _stale_tmp(name):
+    "Whether file `name` is a temporary file left by a writer that is gone (no live process id in its name)."
+    if not (name.startswith('.') and name.endswith('.tmp')): return False
+    parts = name[1:-len('.tmp')].rsplit('.', 2)
+    return not (len(parts) == 3 and parts[1].isdigit() and _alive(int(parts[1])))
+
+def _present(root, classes):
+    "The visible file names in each class folder of `root` (a dict of sets); removes stale temporary files."
+    res = {}
+    for c in classes:
+        names, folder = set(), root/c
+        if folder.is_dir():
+            with _os.scandir(folder) as it:
+                for e in it:
+                    if _stale_tmp(e.name): _os.unlink(e.path)
+                    elif not e.name.startswith('.'): names.add(e.name)
+        res[c] = names
+    return res
+
+
+# %% nbs/00a_data.ipynb, code cell 42
+def _expected(y, classes, width):
+    "The file names each class folder should hold: {class: {'00042.png', ...}}."
+    res = {c: set() for c in classes}
+    for i, k in enumerate(y.tolist()): res[classes[k]].add(f'{i:0{width}d}.png')
+    return res
+
+def _missing(root, y, classes, width):
+    "Indices of the images whose files are not in `root` yet; ImageError if a class folder holds files it should not."
+    want, have = _expected(y, classes, width), _present(root, classes)
+    extra = sorted(f'{c}/{n}' for c in classes for n in have[c] - want[c])
+    if extra: raise ImageError(f'{root}: {len(extra)} file(s) export_image_folder did not write, e.g. {extra[:3]}')
+    return [i for i, k in enumerate(y.tolist()) if f'{i:0{width}d}.png' not in have[classes[k]]]
+
+
+# %% nbs/00a_data.ipynb, code cell 43
+def _check_tree(root, info):
+    "Whether the split folder `root` is complete; refuses one written from other data or not by export_image_folder."
+    mf = root/'.export.json'
+    if mf.is_file():
+        old = _json.loads(mf.read_text())
+        if {k: old.get(k) for k in info} != info:
+            raise ImageError(f'{root} holds a different data set than the one given (see {mf.name}); '
+                             'delete the folder or choose another dest')
+        return old.get('complete', False)
+    if root.is_dir() and any(not n.startswith('.') for n in _os.listdir(root)):
+        raise ImageError(f'{root} exists and has files, but was not written by export_image_folder; '
+                         'delete it or choose another dest')
+    return False
+
+def _check_labels(y, n, classes):
+    "Refuse labels that are not one integer per image in 0..len(classes)-1."
+    if y.is_floating_point() or y.ndim != 1:
+        raise TypeError(f'labels must be integers, one per image; got {y.dtype} {tuple(y.shape)}')
+    if n != len(y): raise ValueError(f'{n} images but {len(y)} labels')
+    if len(y) and not (0 <= y.min() and y.max() < len(classes)):
+        raise ValueError(f'labels must be in 0..{len(classes) - 1}')
+
+
+# %% nbs/00a_data.ipynb, code cell 44
+def export_image_folder(x, y, classes, dest, split='train', show=False):
+    "Write images `x` (uint8, or floats in [0,1]) with labels `y` as PNGs dest/split/<class>/<index>.png; resumes."
+    x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y).cpu(), list(classes), _Path(dest)/split
+    _check_classes(classes); _check_labels(y, len(x), classes)
+    info, width = _tree_info(x, y, classes), len(str(max(len(x) - 1, 0)))
+    complete, todo = _check_tree(root, info), _missing(root, y, classes, width)
+    if complete and not todo: print(f'{_short(root)}: complete ({len(x):,} images), nothing to do'); return root
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(root/'.export.json', _json.dumps({**info, 'complete': False}, indent=1))
+    for c in classes: (root/c).mkdir(exist_ok=True)
+    for i in _tqdm(todo, desc=f'writing {split}', unit='file', disable=not show):
+        _save_png(x[i], root/classes[y[i]]/f'{i:0{width}d}.png')
+    atomic_write(root/'.export.json', _json.dumps({**info, 'complete': True}, indent=1))
+    print(f'{_short(root)}: wrote {len(todo):,} of {len(x):,} images' + (' (resumed)' if len(todo) < len(x) else ''))
+    return root
+
+
 # %% what `from exp.nb_00a import *` hands over: the names defined above (see notebook2script.py)
 __all__ = ['ArrayUnpickler', 'DataError', 'FASHION_CLASSES', 'FASHION_ROWS', 'FASHION_SAMPLE_SHA256',
-    'FASHION_SHA256', 'FASHION_URLS', 'FashionError', 'MNIST_ROWS', 'MNIST_SHA256', 'MNIST_URLS', 'MnistError',
-    'data_dir', 'download_fashion', 'download_mnist', 'get_data', 'get_fashion', 'get_test_data', 'is_full_fashion',
-    'is_full_mnist', 'load_fashion', 'load_fashion_sample', 'load_mnist', 'read_idx']
+    'FASHION_SHA256', 'FASHION_URLS', 'FashionError', 'ImageError', 'MNIST_ROWS', 'MNIST_SHA256', 'MNIST_URLS',
+    'MnistError', 'data_dir', 'download_fashion', 'download_mnist', 'export_image_folder', 'get_data', 'get_fashion',
+    'get_test_data', 'is_full_fashion', 'is_full_mnist', 'load_fashion', 'load_fashion_sample', 'load_mnist',
+    'read_idx']

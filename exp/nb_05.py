@@ -57,8 +57,8 @@ class Recorder(Callback):
 
 # %% nbs/05_anneal.ipynb, code cell 4
 class ParamScheduler(Callback):
-    "Before each training batch sets optimizer hyper-parameter `pname` to `sched(pos)`, pos = fraction of training done."
-    _order = 1
+    "Before each training batch, sets optimizer hyper-parameter `pname` to `sched(pos)`, pos = fraction done."
+    _order = Callback._order + 1
     def __init__(self, pname, scheds): self.pname, self.scheds = pname, scheds
 
     @property
@@ -113,7 +113,8 @@ def combine_scheds(pcts, scheds):
         raise ValueError(f"combine_scheds: {len(pcts)} pcts for {len(scheds)} schedules; give one pct per schedule")
     if not pcts: raise ValueError("combine_scheds: no phases given")
     if not all(p >= 0 for p in pcts): raise ValueError(f"combine_scheds: pcts must not be negative, got {pcts}")
-    if abs(sum(pcts) - 1) > 1e-6: raise ValueError(f"combine_scheds: pcts must add up to 1, got {pcts} (sum {sum(pcts):g})")
+    if abs(sum(pcts) - 1) > 1e-6:
+        raise ValueError(f"combine_scheds: pcts must add up to 1, got {pcts} (sum {sum(pcts):g})")
     if not all(callable(s) for s in scheds): raise TypeError("combine_scheds: every schedule must be a function of pos")
     phases = [(p, s) for p, s in zip(pcts, scheds) if p > 0]
     widths, fs = [p for p, _ in phases], [s for _, s in phases]
@@ -127,12 +128,12 @@ def combine_scheds(pcts, scheds):
 
 # %% nbs/05_anneal.ipynb, code cell 10
 def sched_one_cycle(start, high, end, pct_start=0.3):
-    "One-cycle schedule: cosine from `start` up to `high` during the first `pct_start` of training, then cosine to `end`."
+    "One-cycle schedule: cosine from `start` up to `high` during the first `pct_start`, then cosine down to `end`."
     if not 0 < pct_start < 1: raise ValueError(f"pct_start must be between 0 and 1, got {pct_start}")
     return combine_scheds([pct_start, 1 - pct_start], [sched_cos(start, high), sched_cos(high, end)])
 
 def one_cycle_cbs(lr_max, pct_start=0.3, div=25., div_final=1e4, moms=None):
-    "ParamSchedulers for one-cycle training: lr from lr_max/div up to lr_max and down to lr_max/div_final (and momentum if `moms`)."
+    "One-cycle ParamSchedulers: lr from lr_max/div up to lr_max, down to lr_max/div_final (momentum too if `moms`)."
     cbs = [ParamScheduler('lr', sched_one_cycle(lr_max / div, lr_max, lr_max / div_final, pct_start))]
     if moms is not None: cbs.append(ParamScheduler('momentum', sched_one_cycle(*moms, pct_start=pct_start)))
     return cbs
@@ -140,10 +141,11 @@ def one_cycle_cbs(lr_max, pct_start=0.3, div=25., div_final=1e4, moms=None):
 
 # %% nbs/05_anneal.ipynb, code cell 13
 class LR_Find(Callback):
-    "LR range test: lr grows exponentially from `min_lr` to `max_lr` over `max_iter` batches; stops when the loss explodes."
-    _order = 1
+    "LR range test: lr grows exponentially until the loss explodes; the suggested lr is a property: finder.suggestion."
+    _order = ParamScheduler._order
     def __init__(self, max_iter=100, min_lr=1e-6, max_lr=10., div_thresh=4., beta=0.9):
-        self.max_iter, self.min_lr, self.max_lr, self.div_thresh, self.beta = max_iter, min_lr, max_lr, div_thresh, beta
+        self.max_iter, self.min_lr, self.max_lr = max_iter, min_lr, max_lr
+        self.div_thresh, self.beta = div_thresh, beta
         self.begin_fit()                      # empty records until a sweep runs
 
     def begin_fit(self):
@@ -172,17 +174,22 @@ class LR_Find(Callback):
 
     def begin_validate(self): raise CancelEpochException()
 
+    @property
+    def suggestion(self):
+        "The suggested learning rate: where the smoothed loss was lowest, divided by 10."
+        if not self.smooth_losses:
+            raise RuntimeError("LR_Find.suggestion: no losses recorded yet; run the sweep first, "
+                               "e.g. finder = find_lr(learn)")
+        ok = [i for i, l in enumerate(self.smooth_losses) if math.isfinite(l)]
+        if not ok:
+            raise RuntimeError("LR_Find.suggestion: no finite loss recorded (nan or inf from the first batch); "
+                               "try a smaller min_lr")
+        return self.lrs[min(ok, key=self.smooth_losses.__getitem__)] / 10
+
 
 # %% nbs/05_anneal.ipynb, code cell 14
-def _lr_find_suggestion(self):
-    "The suggested learning rate: where the smoothed loss was lowest, divided by 10."
-    if not self.smooth_losses:
-        raise RuntimeError("LR_Find.suggestion: no losses recorded yet; run the sweep first, e.g. finder = find_lr(learn)")
-    ok = [i for i, l in enumerate(self.smooth_losses) if math.isfinite(l)]
-    if not ok: raise RuntimeError("LR_Find.suggestion: no finite loss recorded (nan or inf from the first batch); try a smaller min_lr")
-    return self.lrs[min(ok, key=self.smooth_losses.__getitem__)] / 10
-
-def _lr_find_plot(self, ax=None):
+@patch
+def plot(self: LR_Find, ax=None):
     "Plot loss against learning rate (log scale), raw and smoothed, with the suggestion marked."
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
     ax.plot(self.lrs, self.losses, alpha=0.3, label='batch loss')
@@ -190,8 +197,6 @@ def _lr_find_plot(self, ax=None):
     ax.axvline(self.suggestion, color='k', ls='--', label=f'suggestion {self.suggestion:.2g}')
     ax.set_xscale('log'); ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss'); ax.legend()
     return ax
-
-LR_Find.suggestion, LR_Find.plot = property(_lr_find_suggestion), _lr_find_plot
 
 
 # %% nbs/05_anneal.ipynb, code cell 16

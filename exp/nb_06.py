@@ -53,13 +53,14 @@ def _check_conv_args(x, weight, bias, stride, padding):
                          f"(x {tuple(x.shape)}, weight {tuple(weight.shape)})")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if stride < 1 or padding < 0: raise ValueError(f"conv2d: need stride >= 1 and padding >= 0, got {stride}, {padding}")
+    if stride < 1 or padding < 0:
+        raise ValueError(f"conv2d: need stride >= 1 and padding >= 0, got {stride}, {padding}")
     h, w = x.shape[2] + 2 * padding, x.shape[3] + 2 * padding
     if h < weight.shape[2] or w < weight.shape[3]:
         raise ValueError(f"conv2d: kernel {tuple(weight.shape[2:])} is larger than the padded input ({h}, {w})")
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    "2-d convolution like F.conv2d: `x` (N,C,H,W), `weight` (nf,C,kh,kw), `bias` (nf,) or None; im2col, then one matmul."
+    "2-d convolution like F.conv2d: x (N,C,H,W), weight (nf,C,kh,kw), bias (nf,) or None; im2col, one matmul."
     _check_conv_args(x, weight, bias, stride, padding)
     nf, _, kh, kw = weight.shape
     cols, oh, ow = im2col(x, kh, kw, stride, padding)
@@ -88,12 +89,6 @@ def mnist_resize(x):
 
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 16
-class BatchTransformXCallback(Callback):
-    "Replaces each batch's inputs `xb` with `tfm(xb)` before the model sees them."
-    _order = 2
-    def __init__(self, tfm): self.tfm = tfm
-    def begin_batch(self): self.run.xb = self.tfm(self.xb)
-
 def default_device():
     "The device to train on: cuda when available, else mps (Apple silicon), else cpu."
     if torch.cuda.is_available(): return torch.device('cuda')
@@ -102,13 +97,19 @@ def default_device():
     return torch.device('cpu')
 
 class DeviceCallback(Callback):
-    "Moves the model to `device` (default: `default_device()`) when fit begins, and each batch before the model sees it."
-    _order = 1
+    "Moves the model to `device` (default: `default_device()`) when fit begins, and each batch before the model."
+    _order = Callback._order + 1
     def __init__(self, device=None): self.device = torch.device(device) if device is not None else default_device()
     def begin_fit(self): self.model.to(self.device)
     def begin_batch(self):
         run = self.run
         run.xb, run.yb = run.xb.to(self.device), run.yb.to(self.device)
+
+class BatchTransformXCallback(Callback):
+    "Replaces each batch's inputs `xb` with `tfm(xb)` before the model sees them."
+    _order = DeviceCallback._order + 1
+    def __init__(self, tfm): self.tfm = tfm
+    def begin_batch(self): self.run.xb = self.tfm(self.xb)
 
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 18
@@ -133,7 +134,7 @@ def conv_layer(ni, nf, ks=3, stride=2, **kwargs):
     return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride), GeneralRelu(**kwargs))
 
 def get_cnn_layers(data, nfs, layer=conv_layer, **kwargs):
-    "CNN layers for `data`: a `layer(ni, nf, ks, **kwargs)` per entry of `nfs` (ks 5 first, then 3), avg pool, flatten, linear to `data.c`."
+    "CNN layers: a `layer(ni, nf, ks, **kwargs)` per entry of `nfs` (ks 5, then 3), pool, flatten, linear to `data.c`."
     nfs = [getattr(data, 'c_in', 1)] + list(nfs)
     return [layer(nfs[i], nfs[i + 1], 5 if i == 0 else 3, **kwargs) for i in range(len(nfs) - 1)] + [
         nn.AdaptiveAvgPool2d(1), Lambda(flatten), nn.Linear(nfs[-1], data.c)]
@@ -145,7 +146,7 @@ def get_cnn_model(data, nfs, layer=conv_layer, **kwargs):
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 22
 class Hook:
-    "Calls `f(hook, module, input, output)` after each forward pass of module `m`, until `remove()` or the end of a `with` block."
+    "Calls `f(hook, module, input, output)` after each forward pass of `m`, until `remove()` or the end of a `with`."
     handle = None
     def __init__(self, m, f): self.m, self.handle = m, m.register_forward_hook(functools.partial(f, self))
     def remove(self):
@@ -156,7 +157,7 @@ class Hook:
     def __del__(self): self.remove()
 
 class Hooks:
-    "A Hook with `f` on each module of `ms`, indexable like a list; `remove()` or the end of a `with` block removes them all."
+    "A Hook with `f` on each module of `ms`, indexable like a list; `remove()` or the end of a `with` removes them all."
     def __init__(self, ms, f):
         self.hooks = []
         try:
@@ -176,7 +177,7 @@ class Hooks:
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 24
 def append_stats(hook, mod, inp, outp, bins=40, hist_range=(-7., 7.), hist_items=8):
-    "Hook function: on training batches, append the output's mean, std and histogram (of the first `hist_items` items) to `hook.stats`."
+    "Hook function: on training batches, append the output's mean, std, histogram (first `hist_items`) to hook.stats."
     if not hasattr(hook, 'stats'): hook.stats, hook.hist_range = ([], [], []), (bins, *hist_range)
     if not mod.training: return
     d = outp.detach()
@@ -209,7 +210,7 @@ def _has_params(m):
     return next(m.parameters(), None) is not None
 
 class ActivationStats(Callback):
-    "Hooks `modules` (default: the model's children with parameters) during fit; `append_stats` at each training batch; plots."
+    "Hooks `modules` (default: children with parameters) during fit, `append_stats` at each training batch; plots."
     def __init__(self, modules=None, bins=40, hist_range=(-7., 7.), hist_items=8):
         self.modules, self.hooks = modules, Hooks([], None)
         self.f = functools.partial(append_stats, bins=bins, hist_range=hist_range, hist_items=hist_items)
@@ -230,7 +231,7 @@ class ActivationStats(Callback):
         return axs
 
     def plot_hist(self, axs=None):
-        "Per layer, the histogram of its activations at each training batch as an image (log counts): batch across, value up."
+        "Per layer, its activations' histogram at each training batch as an image (log counts): batch across, value up."
         n = len(self.hooks)
         axs = axs if axs is not None else plt.subplots(1, n, figsize=(3 * n, 2.8), squeeze=False)[1][0]
         for i, (ax, h) in enumerate(zip(axs, self.hooks)):
@@ -250,7 +251,7 @@ class ActivationStats(Callback):
 
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 37
 def init_cnn(m, uniform=False, a=0.):
-    "Kaiming init (normal, or uniform) of every nn.Conv2d in `m` for activations of negative slope `a`; conv biases to 0."
+    "Kaiming init (normal or uniform) of every nn.Conv2d in `m`, for negative slope `a`; conv biases to 0."
     f = nn.init.kaiming_uniform_ if uniform else nn.init.kaiming_normal_
     for l in m.modules():
         if isinstance(l, nn.Conv2d):
@@ -262,7 +263,7 @@ def init_cnn(m, uniform=False, a=0.):
 # %% nbs/06_cnn_hooks_init.ipynb, code cell 42
 def get_cnn_learner(data, nfs, lr, layer=conv_layer, cbs=None, opt_func=optim.SGD, uniform=False,
                     loss_func=F.cross_entropy, **kwargs):
-    "A Learner for `get_cnn_model(data, nfs, layer, **kwargs)`, initialised with `init_cnn`, optimizer `opt_func(params, lr=lr)`."
+    "A Learner for `get_cnn_model(data, nfs, layer, **kwargs)`, initialised with `init_cnn`, optimizer `opt_func`."
     model = init_cnn(get_cnn_model(data, nfs, layer, **kwargs), uniform=uniform, a=kwargs.get('leak') or 0.)
     return Learner(model, opt_func(model.parameters(), lr=lr), loss_func, data, cbs=cbs)
 

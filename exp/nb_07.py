@@ -24,8 +24,10 @@ def _c(t):
     "A per-channel vector (C,) reshaped to (C, 1, 1), to broadcast over (N, C, H, W)."
     return t[:, None, None]
 
+
+# %% nbs/07_batchnorm.ipynb, code cell 6
 class BatchNorm(nn.Module):
-    "Batch normalisation of (N,C,H,W) activations, like nn.BatchNorm2d: batch statistics in training, running ones in eval."
+    "Batch normalisation of (N,C,H,W) input, like nn.BatchNorm2d: batch statistics in training, running ones in eval."
     def __init__(self, nf, mom=0.1, eps=1e-5):
         super().__init__()
         self.mom, self.eps = mom, eps
@@ -49,94 +51,7 @@ class BatchNorm(nn.Module):
         return x * _c(self.weight) + _c(self.bias)
 
 
-# %% nbs/07_batchnorm.ipynb, code cell 9
-def conv_norm(ni, nf, ks=3, stride=2, norm=BatchNorm, **kwargs):
-    "nn.Conv2d(ni, nf, ks, stride, padding ks//2, no bias), then `norm(nf)`, then GeneralRelu(**kwargs)."
-    return nn.Sequential(nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=False), norm(nf), GeneralRelu(**kwargs))
-
-
-# %% nbs/07_batchnorm.ipynb, code cell 19
-class LayerNorm(nn.Module):
-    "Layer normalisation: each sample normalised over all its channels and positions; learned per-channel scale and shift."
-    def __init__(self, nf, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
-
-    def forward(self, x):
-        m = x.mean((1, 2, 3), keepdim=True)
-        v = ((x - m)**2).mean((1, 2, 3), keepdim=True)
-        x = (x - m) / (v + self.eps).sqrt()
-        return x * _c(self.weight) + _c(self.bias)
-
-
-# %% nbs/07_batchnorm.ipynb, code cell 21
-class InstanceNorm(nn.Module):
-    "Instance normalisation: each channel of each sample normalised over its positions; learned per-channel scale and shift."
-    def __init__(self, nf, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
-
-    def forward(self, x):
-        m = x.mean((2, 3), keepdim=True)
-        v = ((x - m)**2).mean((2, 3), keepdim=True)
-        x = (x - m) / (v + self.eps).sqrt()
-        return x * _c(self.weight) + _c(self.bias)
-
-
-# %% nbs/07_batchnorm.ipynb, code cell 24
-class GroupNorm(nn.Module):
-    "Group normalisation: each sample's channels split into `groups`, each group normalised over its channels and positions."
-    def __init__(self, groups, nf, eps=1e-5):
-        super().__init__()
-        if nf % groups: raise ValueError(f"GroupNorm: {nf} channels cannot be split into {groups} equal groups")
-        self.groups, self.eps = groups, eps
-        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        x = x.reshape(n, self.groups, -1)
-        m = x.mean(2, keepdim=True)
-        v = ((x - m)**2).mean(2, keepdim=True)
-        x = ((x - m) / (v + self.eps).sqrt()).reshape(n, c, h, w)
-        return x * _c(self.weight) + _c(self.bias)
-
-
-# %% nbs/07_batchnorm.ipynb, code cell 31
-class RunningBatchNorm(nn.Module):
-    "Batchnorm that normalises with running statistics in training too (this batch mixed in first), so tiny batches work."
-    def __init__(self, nf, mom=0.1, eps=1e-5):
-        super().__init__()
-        self.mom, self.eps = mom, eps
-        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
-        self.register_buffer('sums', torch.zeros(nf))
-        self.register_buffer('sqrs', torch.zeros(nf))
-        self.register_buffer('count', torch.tensor(0.))
-        self.register_buffer('n_seen', torch.tensor(0))
-
-    def update_stats(self, x):
-        "Running sums, sums of squares and count with this batch mixed in; gradients flow through this batch's share."
-        bs, c = x.shape[0], x.numel() / x.shape[1]
-        mom = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))
-        sums = self.sums.lerp(x.sum((0, 2, 3)), mom)
-        sqrs = self.sqrs.lerp((x * x).sum((0, 2, 3)), mom)
-        count = self.count.lerp(self.count.new_tensor(c), mom)
-        with torch.no_grad():
-            self.sums.copy_(sums); self.sqrs.copy_(sqrs); self.count.copy_(count)
-            self.n_seen += bs
-        return sums, sqrs, count
-
-    def forward(self, x):
-        sums, sqrs, count = self.update_stats(x) if self.training else (self.sums, self.sqrs, self.count)
-        if count == 0: m, v = torch.zeros_like(sums), torch.ones_like(sums)     # eval before any training
-        else: m = sums / count; v = sqrs / count - m * m
-        if self.n_seen < 20: v = v.clamp_min(0.01)
-        x = (x - _c(m)) / (_c(v) + self.eps).sqrt()
-        return x * _c(self.weight) + _c(self.bias)
-
-
-# %% nbs/07_batchnorm.ipynb, code cell 37
+# %% nbs/07_batchnorm.ipynb, code cell 11
 class _BatchNormTrain(torch.autograd.Function):
     "Batchnorm in training with a hand-written backward; also returns the batch's mean and biased variance."
     @staticmethod
@@ -159,29 +74,122 @@ class _BatchNormTrain(torch.autograd.Function):
         return gx, gw, gb, None
 
 
-# %% nbs/07_batchnorm.ipynb, code cell 39
+# %% nbs/07_batchnorm.ipynb, code cell 13
 def _check_nchw(layer, x, nf):
     "Refuse an input that is not (N, nf, H, W), naming the layer and the shape."
     if x.dim() != 4 or x.shape[1] != nf:
         raise ValueError(f"{type(layer).__name__}({nf}): expected input of shape (N, {nf}, H, W), got {tuple(x.shape)}")
 
-def _batchnorm_forward(self, x):
-    "BatchNorm's forward, fast: one autograd node with a hand-written backward in training, one multiply-add in eval."
-    _check_nchw(self, x, self.weight.shape[0])
-    if not self.training:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        return torch.addcmul(_c(self.bias - self.running_mean * scale), x, _c(scale))
-    n = x.numel() / x.shape[1]
-    if n < 2: raise ValueError(f"BatchNorm needs more than 1 value per channel in training, got input of shape {tuple(x.shape)}")
-    y, m, v = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
-    with torch.no_grad():
-        self.running_mean.lerp_(m, self.mom)
-        self.running_var.lerp_(v * n / (n - 1), self.mom)
-    return y
+class FastBatchNorm(BatchNorm):
+    "BatchNorm with a hand-written backward in training (one autograd node) and one multiply-add in eval."
+    def forward(self, x):
+        _check_nchw(self, x, self.weight.shape[0])
+        if not self.training:
+            scale = self.weight * (self.running_var + self.eps).rsqrt()
+            return torch.addcmul(_c(self.bias - self.running_mean * scale), x, _c(scale))
+        n = x.numel() / x.shape[1]
+        if n < 2:
+            raise ValueError(f"{type(self).__name__} needs more than 1 value per channel in training, "
+                             f"got input of shape {tuple(x.shape)}")
+        y, m, v = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            self.running_mean.lerp_(m, self.mom)
+            self.running_var.lerp_(v * n / (n - 1), self.mom)
+        return y
 
-if not hasattr(BatchNorm, 'forward_plain'): BatchNorm.forward_plain = BatchNorm.forward
-BatchNorm.forward = _batchnorm_forward
+
+# %% nbs/07_batchnorm.ipynb, code cell 16
+def conv_norm(ni, nf, ks=3, stride=2, norm=FastBatchNorm, **kwargs):
+    "nn.Conv2d(ni, nf, ks, stride, padding ks//2, no bias), then `norm(nf)`, then GeneralRelu(**kwargs)."
+    conv = nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=False)
+    return nn.Sequential(conv, norm(nf), GeneralRelu(**kwargs))
+
+
+# %% nbs/07_batchnorm.ipynb, code cell 27
+class LayerNorm(nn.Module):
+    "Layer normalisation over the last dimensions, like nn.LayerNorm(normalized_shape, eps, elementwise_affine)."
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        self.weight = nn.Parameter(torch.ones(shape)) if elementwise_affine else None
+        self.bias = nn.Parameter(torch.zeros(shape)) if elementwise_affine else None
+
+    def forward(self, x):
+        k = len(self.normalized_shape)
+        if tuple(x.shape[-k:]) != self.normalized_shape:
+            raise ValueError(f"LayerNorm({self.normalized_shape}): expected input of shape "
+                             f"(*, {', '.join(map(str, self.normalized_shape))}), got {tuple(x.shape)}")
+        dims = tuple(range(-k, 0))
+        m = x.mean(dims, keepdim=True)
+        v = ((x - m)**2).mean(dims, keepdim=True)
+        x = (x - m) / (v + self.eps).sqrt()
+        return x * self.weight + self.bias if self.elementwise_affine else x
+
+
+# %% nbs/07_batchnorm.ipynb, code cell 29
+class InstanceNorm(nn.Module):
+    "Instance normalisation: each channel of each sample normalised over its (H, W); per-channel scale and shift."
+    def __init__(self, nf, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        m = x.mean((2, 3), keepdim=True)
+        v = ((x - m)**2).mean((2, 3), keepdim=True)
+        x = (x - m) / (v + self.eps).sqrt()
+        return x * _c(self.weight) + _c(self.bias)
+
+
+# %% nbs/07_batchnorm.ipynb, code cell 32
+class GroupNorm(nn.Module):
+    "Group normalisation of (N, C, *) input, like nn.GroupNorm(num_groups, num_channels, eps)."
+    def __init__(self, num_groups, num_channels, eps=1e-5):
+        super().__init__()
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} equal groups")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.weight, self.bias = nn.Parameter(torch.ones(num_channels)), nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x):
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}): expected input of shape "
+                             f"(N, {self.num_channels}, *), got {tuple(x.shape)}")
+        xg = x.reshape(x.shape[0], self.num_groups, -1)
+        m = xg.mean(2, keepdim=True)
+        v = ((xg - m)**2).mean(2, keepdim=True)
+        x = ((xg - m) / (v + self.eps).sqrt()).reshape(x.shape)
+        per_channel = (-1,) + (1,) * (x.dim() - 2)
+        return x * self.weight.view(per_channel) + self.bias.view(per_channel)
+
+
+# %% nbs/07_batchnorm.ipynb, code cell 40
+class RunningBatchNorm(nn.Module):
+    "Batchnorm normalising with running statistics in training too (this batch mixed in first): tiny batches work."
+    def __init__(self, nf, mom=0.1, eps=1e-5):
+        super().__init__(); self.mom, self.eps = mom, eps
+        self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
+        self.register_buffer('sums', torch.zeros(nf)); self.register_buffer('sqrs', torch.zeros(nf))
+        self.register_buffer('count', torch.tensor(0.)); self.register_buffer('n_seen', torch.tensor(0))
+
+    def update_stats(self, x):
+        "Running sums, sums of squares and count with this batch mixed in; gradients flow through this batch's share."
+        bs, c = x.shape[0], x.numel() / x.shape[1]
+        mom = 1 - (1 - self.mom) / math.sqrt(max(bs - 1, 1))
+        sums, sqrs = self.sums.lerp(x.sum((0, 2, 3)), mom), self.sqrs.lerp((x * x).sum((0, 2, 3)), mom)
+        count = self.count.lerp(self.count.new_tensor(c), mom)
+        with torch.no_grad():
+            self.sums.copy_(sums); self.sqrs.copy_(sqrs); self.count.copy_(count); self.n_seen += bs
+        return sums, sqrs, count
+
+    def forward(self, x):
+        sums, sqrs, count = self.update_stats(x) if self.training else (self.sums, self.sqrs, self.count)
+        if count == 0: m, v = torch.zeros_like(sums), torch.ones_like(sums)     # eval before any training
+        else: m = sums / count; v = sqrs / count - m * m
+        if self.n_seen < 20: v = v.clamp_min(0.01)
+        return (x - _c(m)) / (_c(v) + self.eps).sqrt() * _c(self.weight) + _c(self.bias)
 
 
 # %% what `from exp.nb_07 import *` hands over: the names defined above (see notebook2script.py)
-__all__ = ['BatchNorm', 'GroupNorm', 'InstanceNorm', 'LayerNorm', 'RunningBatchNorm', 'conv_norm']
+__all__ = ['BatchNorm', 'FastBatchNorm', 'GroupNorm', 'InstanceNorm', 'LayerNorm', 'RunningBatchNorm', 'conv_norm']

@@ -44,12 +44,14 @@ def _first_weight_layer(layer):
     raise ValueError(f"lsuv_init: {type(layer).__name__} contains no convolution or linear layer to rescale")
 
 def _lsuv_layer(model, xb, i, conv, h, tol, max_iter):
-    "Rescale and shift `conv` until the hooked output of layer `i` has mean 0 and std 1 (to `tol`), at most `max_iter` rounds."
+    "Rescale and shift `conv` until layer `i`'s hooked output has mean 0, std 1 (to `tol`); at most `max_iter` rounds."
     for it in range(max_iter + 1):
         model(xb)
         done = abs(h.std - 1) < tol and (conv.bias is None or abs(h.mean) < tol)
         if done or it == max_iter: return done
-        if not h.std > 0: raise ValueError(f"lsuv_init: layer {i} outputs a constant on this batch (std {h.std}); it cannot be rescaled")
+        if not h.std > 0:
+            raise ValueError(f"lsuv_init: layer {i} outputs a constant on this batch (std {h.std}); "
+                             "it cannot be rescaled")
         conv.weight /= h.std
         if conv.bias is not None:
             conv.bias /= h.std
@@ -57,16 +59,18 @@ def _lsuv_layer(model, xb, i, conv, h, tol, max_iter):
             conv.bias -= h.mean
 
 def lsuv_init(model, xb, layers=None, tol=1e-3, max_iter=30):
-    "LSUV: layer by layer, rescale and shift the first conv of each of `layers` (default: the conv blocks) so its output on `xb` has mean 0, std 1."
+    "LSUV: rescale and shift the first conv of each of `layers` so its output on `xb` has mean 0, std 1."
     layers = _conv_blocks(model) if layers is None else list(layers)
-    if not layers: raise ValueError("lsuv_init: found no conv blocks (nn.Sequential starting with a conv); pass `layers`")
+    if not layers:
+        raise ValueError("lsuv_init: found no conv blocks (nn.Sequential starting with a conv); pass `layers`")
     res = []
     with torch.no_grad():
         for i, layer in enumerate(layers):
             conv = _first_weight_layer(layer)
             with Hook(layer, _lsuv_stats) as h:
                 if not _lsuv_layer(model, xb, i, conv, h, tol, max_iter):
-                    warnings.warn(f"lsuv_init: layer {i} still has mean {h.mean:.3g}, std {h.std:.3g} after {max_iter} rounds")
+                    warnings.warn(f"lsuv_init: layer {i} still has mean {h.mean:.3g}, std {h.std:.3g} "
+                                  f"after {max_iter} rounds")
                 res.append((h.mean, h.std))
     return res
 

@@ -8,137 +8,18 @@ from exp.nb_00 import *
 from exp.nb_00a import *
 from exp.nb_03 import *
 from exp.nb_04 import *
-from exp.nb_05 import *
-from exp.nb_06 import *
-from exp.nb_07 import *
-import statistics
-import functools, itertools, math, os, sys, time
-import hashlib as _hashlib, json as _json, mimetypes as _mimetypes, operator as _operator
+import math, mimetypes, operator, os, sys, time
 from pathlib import Path
 from PIL import Image
 import torch.utils.data as tud
-from tqdm.auto import tqdm
 from exp.nb_00a import _short
 from exp.nb_04 import _as_list
 import torch
-from torch import nn, optim
-import torch.nn.functional as F
 import matplotlib.pyplot as plt
 
 
-# %% nbs/08_data_block.ipynb, code cell 2
-class ImageError(DataError):
-    "An image file cannot be read, or an image folder is not what it should be."
-
-def _check_classes(classes):
-    "Refuse class names that cannot be folder names (empty, hidden, with a path separator) or that repeat."
-    for c in classes:
-        if not isinstance(c, str) or not c or c.startswith('.') or any(ch in c for ch in '/\\\0'):
-            raise ValueError(f'class name {c!r} cannot be a folder name (empty, starts with ".", or has / or \\)')
-    if len(set(classes)) != len(classes): raise ValueError(f'class names repeat: {list(classes)}')
-
-
-# %% nbs/08_data_block.ipynb, code cell 3
-def _as_uint8_images(x):
-    "uint8 images (n, h, w) from `x`: uint8 or floats in [0, 1], shaped (n, h, w) or as square rows (n, h*w)."
-    x = torch.as_tensor(x).detach().cpu()
-    if x.ndim == 2 and math.isqrt(x.shape[1]) ** 2 == x.shape[1]: x = x.reshape(len(x), *(2 * [math.isqrt(x.shape[1])]))
-    if x.ndim != 3: raise ValueError(f'images must be (n, h, w) or square rows (n, h*w), got shape {tuple(x.shape)}')
-    if x.dtype == torch.uint8: return x.contiguous()
-    if not x.is_floating_point(): raise TypeError(f'images must be uint8 or floats in [0, 1], got {x.dtype}')
-    if x.numel() and not (x.min() >= 0 and x.max() <= 1): raise ValueError('float images must have pixels in [0, 1]')
-    return (x * 255).round().to(torch.uint8)
-
-
 # %% nbs/08_data_block.ipynb, code cell 4
-def _tree_info(x, y, classes):
-    "What an exported split holds: image count, class folders and a sha256 of pixels and labels."
-    h = _hashlib.sha256(x.numpy().tobytes())
-    h.update(y.to(torch.int64).numpy().tobytes())
-    return {'n': len(x), 'classes': list(classes), 'sha256': h.hexdigest()}
-
-
-# %% nbs/08_data_block.ipynb, code cell 5
-def _write_json(path, obj):
-    "Write `obj` as JSON to `path` atomically (temp file + rename)."
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(_json.dumps(obj, indent=1)); os.replace(tmp, path)
-
-def _save_png(img, fn):
-    "Save the uint8 image (h, w) as the PNG `fn`, atomically: a hidden temp file, then rename."
-    tmp = fn.with_name(f'.{fn.name}.tmp')
-    Image.frombytes('L', (img.shape[1], img.shape[0]), img.numpy().tobytes()).save(tmp, format='PNG')
-    os.replace(tmp, fn)
-
-
-# %% nbs/08_data_block.ipynb, code cell 6
-def _present(root, classes):
-    "The visible file names in each class folder of `root` (a dict of sets); removes leftover temp files."
-    res = {}
-    for c in classes:
-        names, folder = set(), root/c
-        if folder.is_dir():
-            with os.scandir(folder) as it:
-                for e in it:
-                    if e.name.endswith('.tmp') and e.name.startswith('.'): os.unlink(e.path)
-                    elif not e.name.startswith('.'): names.add(e.name)
-        res[c] = names
-    return res
-
-
-# %% nbs/08_data_block.ipynb, code cell 7
-def _expected(y, classes, width):
-    "The file names each class folder should hold: {class: {'00042.png', ...}}."
-    res = {c: set() for c in classes}
-    for i, k in enumerate(y.tolist()): res[classes[k]].add(f'{i:0{width}d}.png')
-    return res
-
-def _missing(root, y, classes, width):
-    "Indices of the images whose files are not in `root` yet; ImageError if a class folder holds files it should not."
-    want, have = _expected(y, classes, width), _present(root, classes)
-    extra = sorted(f'{c}/{n}' for c in classes for n in have[c] - want[c])
-    if extra: raise ImageError(f'{root}: {len(extra)} file(s) export_image_folder did not write, e.g. {extra[:3]}')
-    return [i for i, k in enumerate(y.tolist()) if f'{i:0{width}d}.png' not in have[classes[k]]]
-
-
-# %% nbs/08_data_block.ipynb, code cell 8
-def _check_tree(root, info):
-    "Refuse a split folder written from other data, or one not written by export_image_folder."
-    mf = root/'.export.json'
-    if mf.is_file():
-        old = _json.loads(mf.read_text())
-        if {k: old.get(k) for k in info} != info:
-            raise ImageError(f'{root} holds a different data set than the one given (see {mf.name}); '
-                             'delete the folder or choose another dest')
-        return old.get('complete', False)
-    if root.is_dir() and any(not n.startswith('.') for n in os.listdir(root)):
-        raise ImageError(f'{root} exists and has files, but was not written by export_image_folder; '
-                         'delete it or choose another dest')
-    return False
-
-
-# %% nbs/08_data_block.ipynb, code cell 9
-def export_image_folder(x, y, classes, dest, split='train', show=None):
-    "Write images `x` (uint8, or floats in [0,1]) with labels `y` as PNGs dest/split/<class>/<index>.png; skips or resumes."
-    x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y).cpu(), list(classes), Path(dest)/split
-    _check_classes(classes)
-    if y.is_floating_point() or y.ndim != 1: raise TypeError(f'labels must be integers, one per image; got {y.dtype} {tuple(y.shape)}')
-    if len(x) != len(y): raise ValueError(f'{len(x)} images but {len(y)} labels')
-    if len(y) and not (0 <= y.min() and y.max() < len(classes)): raise ValueError(f'labels must be in 0..{len(classes) - 1}')
-    info, width = _tree_info(x, y, classes), len(str(max(len(x) - 1, 0)))
-    complete, todo = _check_tree(root, info), _missing(root, y, classes, width)
-    if complete and not todo: print(f'{_short(root)}: complete ({len(x):,} images), nothing to do'); return root
-    for c in classes: (root/c).mkdir(parents=True, exist_ok=True)
-    _write_json(root/'.export.json', {**info, 'complete': False})
-    for i in tqdm(todo, desc=f'writing {split}', unit='file', disable=not (progress_enabled() if show is None else show)):
-        _save_png(x[i], root/classes[y[i]]/f'{i:0{width}d}.png')
-    _write_json(root/'.export.json', {**info, 'complete': True})
-    print(f'{_short(root)}: wrote {len(todo):,} of {len(x):,} images' + (' (resumed)' if len(todo) < len(x) else ''))
-    return root
-
-
-# %% nbs/08_data_block.ipynb, code cell 13
-image_extensions = {k for k, v in _mimetypes.types_map.items() if v.startswith('image/')}
+image_extensions = {k for k, v in mimetypes.types_map.items() if v.startswith('image/')}
 
 def _norm_exts(extensions):
     "A set of lower-case suffixes with their dot, from a string or an iterable of them; None stays None."
@@ -147,9 +28,9 @@ def _norm_exts(extensions):
     return {e.lower() if e.startswith('.') else f'.{e.lower()}' for e in extensions}
 
 
-# %% nbs/08_data_block.ipynb, code cell 14
+# %% nbs/08_data_block.ipynb, code cell 5
 def _scan(folder, extensions):
-    "Sorted names of the visible files in `folder` with a suffix in `extensions` (any if None), and of its visible sub-folders."
+    "Sorted names of the visible files in `folder` with a suffix in `extensions` (any if None), and of its sub-folders."
     files, dirs = [], []
     with os.scandir(folder) as it:
         for e in it:
@@ -159,7 +40,7 @@ def _scan(folder, extensions):
     return sorted(files), sorted(dirs)
 
 
-# %% nbs/08_data_block.ipynb, code cell 15
+# %% nbs/08_data_block.ipynb, code cell 6
 def get_files(path, extensions=None, recurse=True, include=None):
     "Paths of the files under `path` with a suffix in `extensions`; hidden ones skipped, sorted by folder, then name."
     path, extensions = Path(path), _norm_exts(extensions)
@@ -175,7 +56,7 @@ def get_files(path, extensions=None, recurse=True, include=None):
     return res
 
 
-# %% nbs/08_data_block.ipynb, code cell 18
+# %% nbs/08_data_block.ipynb, code cell 9
 def _order(f):
     "A function's place in a pipeline: its `_order` attribute, 0 if it has none."
     return getattr(f, '_order', 0)
@@ -186,10 +67,11 @@ def compose(x, funcs, *args, **kwargs):
     return x
 
 
-# %% nbs/08_data_block.ipynb, code cell 20
+# %% nbs/08_data_block.ipynb, code cell 11
 class ItemList:
-    "Items with a `get` (identity here) and transforms `tfms`: `il[i]` is one built item; a slice, mask or index list gives an ItemList."
-    def __init__(self, items, path='.', tfms=None): self.items, self.path, self.tfms = list(items), Path(path), _as_list(tfms)
+    "Items with a `get` (identity here) and transforms `tfms`: `il[i]` is one built item, `il[2:5]` a new ItemList."
+    def __init__(self, items, path='.', tfms=None):
+        self.items, self.path, self.tfms = list(items), Path(path), _as_list(tfms)
     def __len__(self): return len(self.items)
     def __iter__(self): return (self[i] for i in range(len(self)))
     def get(self, o):
@@ -201,12 +83,13 @@ class ItemList:
         return type(self)(items, self.path, tfms=self.tfms)
 
 
-# %% nbs/08_data_block.ipynb, code cell 21
-def _getitem(self, idx):
+# %% nbs/08_data_block.ipynb, code cell 12
+@patch
+def __getitem__(self: ItemList, idx):
     "One built item for an int; a new ItemList for a slice, a boolean mask or a list/tensor of indices."
     if isinstance(idx, slice): return self.new(self.items[idx])
     if not isinstance(idx, bool):
-        try: return self._get(self.items[_operator.index(idx)])
+        try: return self._get(self.items[operator.index(idx)])
         except TypeError: pass
     idx = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)
     if idx and all(isinstance(b, bool) for b in idx):
@@ -215,22 +98,23 @@ def _getitem(self, idx):
     return self.new([self.items[i] for i in idx])
 
 
-# %% nbs/08_data_block.ipynb, code cell 22
-def _show_item(self, o):
+# %% nbs/08_data_block.ipynb, code cell 13
+@patch
+def _show_item(self: ItemList, o):
     "How an item looks in a repr: paths relative to the list's path."
     if isinstance(o, Path):
         try: return o.relative_to(self.path).as_posix()
         except ValueError: return str(o)
     return repr(o)
 
-def _repr(self):
+@patch
+def __repr__(self: ItemList):
+    "The kind of list, its length, its first four items and its folder."
     shown = ', '.join(self._show_item(o) for o in self.items[:4]) + (', ...' if len(self) > 4 else '')
     return f'{type(self).__name__} ({len(self):,} items): [{shown}] in {_short(self.path)}'
 
-ItemList.__getitem__, ItemList._show_item, ItemList.__repr__ = _getitem, _show_item, _repr
 
-
-# %% nbs/08_data_block.ipynb, code cell 24
+# %% nbs/08_data_block.ipynb, code cell 15
 def open_image(fn):
     "The image in file `fn`, fully read (PIL); ImageError naming the file if it cannot be decoded."
     try:
@@ -241,7 +125,7 @@ def open_image(fn):
         raise ImageError(f'{fn}: cannot read the image ({type(e).__name__}: {e})') from e
 
 
-# %% nbs/08_data_block.ipynb, code cell 25
+# %% nbs/08_data_block.ipynb, code cell 16
 class ImageList(ItemList):
     "An ItemList of image files: `get` opens one with PIL."
     @classmethod
@@ -253,14 +137,14 @@ class ImageList(ItemList):
         return open_image(fn)
 
 
-# %% nbs/08_data_block.ipynb, code cell 27
+# %% nbs/08_data_block.ipynb, code cell 18
 def grandparent_splitter(fn, valid_name='valid', train_name='train'):
     "True for a file two levels under a `valid_name` folder, False under `train_name`, None (dropped) otherwise."
     gp = fn.parent.parent.name
     return True if gp == valid_name else False if gp == train_name else None
 
 
-# %% nbs/08_data_block.ipynb, code cell 28
+# %% nbs/08_data_block.ipynb, code cell 19
 class SplitData:
     "A training and a validation set (ItemLists, or LabeledData once labelled)."
     def __init__(self, train, valid): self.train, self.valid = train, valid
@@ -274,20 +158,20 @@ class SplitData:
     def __repr__(self): return f'{type(self).__name__}\n  train: {self.train!r}\n  valid: {self.valid!r}'
 
 
-# %% nbs/08_data_block.ipynb, code cell 30
+# %% nbs/08_data_block.ipynb, code cell 21
 def parent_labeler(fn):
     "The label of file `fn`: the name of the folder it is in."
     return fn.parent.name
 
 class Processor:
-    "Changes a whole list of items once (when labelling), e.g. strings to ints; `deprocess` undoes it. This base keeps them."
+    "Changes a whole list of items once (when labelling), e.g. strings to ints; `deprocess` undoes it. Keeps them here."
     def __call__(self, items): return items
     def deprocess(self, items):
         "The original items back."
         return items
 
 
-# %% nbs/08_data_block.ipynb, code cell 31
+# %% nbs/08_data_block.ipynb, code cell 22
 class CategoryProcessor(Processor):
     "Labels to ints by position in `vocab`: given, or the sorted labels of the first list processed (the training set)."
     def __init__(self, vocab=None): self.vocab = None if vocab is None else list(vocab)
@@ -297,7 +181,8 @@ class CategoryProcessor(Processor):
         otoi = {o: i for i, o in enumerate(self.vocab)}
         if len(otoi) != len(self.vocab): raise ValueError(f'CategoryProcessor: the vocab has repeats: {self.vocab}')
         if unknown := set(items) - otoi.keys():
-            raise ValueError(f'CategoryProcessor: {len(unknown)} label(s) not in the vocab: {sorted(map(str, unknown))[:10]}; '
+            raise ValueError(f'CategoryProcessor: {len(unknown)} label(s) not in the vocab: '
+                             f'{sorted(map(str, unknown))[:10]}; '
                              f'vocab (from the training set, or given): {self.vocab}')
         return [otoi[o] for o in items]
 
@@ -306,7 +191,7 @@ class CategoryProcessor(Processor):
         return [self.vocab[i] for i in idxs]
 
 
-# %% nbs/08_data_block.ipynb, code cell 32
+# %% nbs/08_data_block.ipynb, code cell 23
 class LabeledData:
     "Inputs `x` and labels `y` (ItemLists), each processed once by its processors: `ld[i]` is `(x[i], y[i])`."
     def __init__(self, x, y, proc_x=None, proc_y=None):
@@ -323,14 +208,14 @@ class LabeledData:
         return cls(il, ItemList([f(o) for o in il.items], il.path), proc_x, proc_y)
 
 
-# %% nbs/08_data_block.ipynb, code cell 33
+# %% nbs/08_data_block.ipynb, code cell 24
 def label_by_func(sd, f, proc_x=None, proc_y=None):
-    "Label both halves of SplitData `sd` with `f`: processors are set up on the training set, then applied to validation."
+    "Label both halves of SplitData `sd` with `f`: the processors are set up on the training set, then reused."
     train = LabeledData.label_by_func(sd.train, f, proc_x, proc_y)     # first: the processors learn from it
     return SplitData(train, LabeledData.label_by_func(sd.valid, f, proc_x, proc_y))
 
 
-# %% nbs/08_data_block.ipynb, code cell 37
+# %% nbs/08_data_block.ipynb, code cell 28
 class Transform:
     "Base class for item transforms: a callable with an `_order` (lowest runs first)."
     _order = 0
@@ -347,7 +232,7 @@ def to_float_tensor(x):
 to_float_tensor._order = 30
 
 
-# %% nbs/08_data_block.ipynb, code cell 42
+# %% nbs/08_data_block.ipynb, code cell 33
 def _vocab(ds):
     "The vocab of the first CategoryProcessor labelling data set `ds`, or None."
     return next((p.vocab for p in getattr(ds, 'proc_y', []) if isinstance(p, CategoryProcessor)), None)
@@ -357,7 +242,7 @@ def _n_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
-# %% nbs/08_data_block.ipynb, code cell 43
+# %% nbs/08_data_block.ipynb, code cell 34
 def default_num_workers():
     "Worker processes for a DataLoader of files: the cores that training leaves free (at most 8); 0 off Linux."
     if not sys.platform.startswith('linux'): return 0
@@ -369,9 +254,9 @@ def _worker_kwargs(nw):
     return dict(num_workers=nw, multiprocessing_context='fork' if nw > 0 and sys.platform.startswith('linux') else None)
 
 
-# %% nbs/08_data_block.ipynb, code cell 44
+# %% nbs/08_data_block.ipynb, code cell 35
 def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
-    "A DataBunch from labelled SplitData `sd`: PyTorch DataLoaders (training shuffled, validation in order with 2*bs), `c_in` and `c_out`."
+    "A DataBunch of PyTorch DataLoaders from labelled SplitData `sd` (validation in order, 2*bs), with `c_in`, `c_out`."
     batched = getattr(sd.train, 'batched', False)     # tensors in memory: one indexing op per batch, no workers needed
     nw = (0 if batched else default_num_workers()) if num_workers is None else num_workers
     kw = dict(**_worker_kwargs(nw), persistent_workers=nw > 0, **kwargs)
@@ -383,10 +268,15 @@ def databunchify(sd, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
     data.c_in, data.c_out = c_in, c_out
     return data
 
-SplitData.to_databunch = databunchify
+
+# %% nbs/08_data_block.ipynb, code cell 36
+@patch
+def to_databunch(self: SplitData, bs, c_in=None, c_out=None, num_workers=None, **kwargs):
+    "A DataBunch of this labelled SplitData: `databunchify(self, bs, ...)`."
+    return databunchify(self, bs, c_in, c_out, num_workers, **kwargs)
 
 
-# %% nbs/08_data_block.ipynb, code cell 46
+# %% nbs/08_data_block.ipynb, code cell 38
 def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     "A grid of `n` images of a batch of `data` (training, or validation) with their labels."
     xb, yb = next(iter(data.valid_dl if valid else data.train_dl))
@@ -400,92 +290,7 @@ def show_batch(data, n=16, ncols=8, figsize=None, valid=False):
     plt.tight_layout(); plt.show()
 
 
-# %% nbs/08_data_block.ipynb, code cell 50
-class TensorData:
-    "Labelled data held in tensors: `ds[idxs]` is `(compose(x[idxs], tfms), y[idxs])`, for a whole batch of indices at once."
-    batched = True
-    def __init__(self, x, y, tfms=None, proc_y=None):
-        if len(x) != len(y): raise ValueError(f'TensorData: {len(x)} inputs but {len(y)} labels')
-        self.x, self.y, self.tfms, self.proc_y = x, y, _as_list(tfms), _as_list(proc_y)
-    def __len__(self): return len(self.x)
-    def __getitem__(self, idxs): return compose(self.x[idxs], self.tfms), self.y[idxs]
-    def __repr__(self): return f'{type(self).__name__}: x {tuple(self.x.shape)} {self.x.dtype}, y {tuple(self.y.shape)}'
-
-
-# %% nbs/08_data_block.ipynb, code cell 51
-def decode_once(data, upto=to_float_tensor._order, bs=256, num_workers=None):
-    "LabeledData (or SplitData of them) read once through the x transforms below `upto`, as TensorData; the rest run per batch."
-    if isinstance(data, SplitData): return SplitData(*(decode_once(d, upto, bs, num_workers) for d in (data.train, data.valid)))
-    x = data.x
-    early, late = [t for t in x.tfms if _order(t) < upto], [t for t in x.tfms if _order(t) >= upto]
-    nw = (min(_n_cores(), 8) if sys.platform.startswith('linux') else 0) if num_workers is None else num_workers
-    dl = tud.DataLoader(LabeledData(type(x)(x.items, x.path, early), data.y), bs, **_worker_kwargs(nw))
-    xs, ys = zip(*dl)
-    return TensorData(torch.cat(xs), torch.cat(ys), late, data.proc_y)
-
-
-# %% nbs/08_data_block.ipynb, code cell 54
-class FileBatchData:
-    "Labelled files decoded a batch at a time, every time: `ds[idxs]` reads them through the x transforms before `upto`, stacks, runs the rest."
-    batched = True
-    def __init__(self, ld, upto=to_float_tensor._order):
-        x = ld.x
-        self.x = type(x)(x.items, x.path, [t for t in x.tfms if _order(t) < upto])
-        self.tfms, self.y, self.proc_y = [t for t in x.tfms if _order(t) >= upto], torch.tensor(ld.y.items), ld.proc_y
-    def __len__(self): return len(self.y)
-    def __getitem__(self, idxs):
-        if isinstance(idxs, int): return compose(self.x[idxs], self.tfms), self.y[idxs]
-        return compose(torch.stack([self.x[i] for i in idxs]), self.tfms), self.y[idxs]
-    def __repr__(self): return f'{type(self).__name__}: {len(self)} files, decoded per batch'
-
-def file_batches(sd, upto=to_float_tensor._order):
-    "SplitData of FileBatchData from labelled SplitData `sd`: the files are decoded a batch at a time, every epoch."
-    return SplitData(FileBatchData(sd.train, upto), FileBatchData(sd.valid, upto))
-
-
-# %% nbs/08_data_block.ipynb, code cell 56
-def normalize_chan(x, mean, std):
-    "A batch of images x (n, c, h, w) with each channel normalised: (x - mean[c]) / std[c]."
-    mean, std = mean.to(x.device), std.to(x.device)
-    return (x - mean[..., None, None]) / std[..., None, None]
-
-
-# %% nbs/08_data_block.ipynb, code cell 58
-def _layer_name(m):
-    "A short name for layer `m`: its class, or for a Sequential the classes inside, joined by '+'."
-    return '+'.join(type(c).__name__ for c in m.children()) if isinstance(m, nn.Sequential) else type(m).__name__
-
-
-# %% nbs/08_data_block.ipynb, code cell 59
-def model_summary(model, xb, show=True):
-    "Output shape and parameter count of each top-level layer of `model` for the batch `xb` (via Hooks); prints a table."
-    rows, mods, was_training = [], list(model.children()), model.training
-    def record(hook, m, inp, out): rows.append((_layer_name(m), tuple(out.shape), sum(p.numel() for p in m.parameters())))
-    with Hooks(mods, record), torch.no_grad():
-        model.eval()
-        try: model(xb.to(next(model.parameters()).device))
-        finally: model.train(was_training)
-    if show:
-        w = max(len(r[0]) for r in rows)
-        for i, (n, s, p) in enumerate(rows): print(f'{i:>2}  {n:<{w}}  {str(s):<18} {p:>8,}')
-        print(f'{"":>2}  {"total parameters":<{w}}  {"":<18} {sum(r[2] for r in rows):>8,}')
-    return rows
-
-
-# %% nbs/08_data_block.ipynb, code cell 67
-def compare_epochs(learners, rounds=2):
-    "Seconds per epoch of each Learner in the dict `learners`, one epoch each in turn for `rounds` rounds after a warm-up round."
-    secs = {k: [] for k in learners}
-    for r in range(rounds + 1):
-        for k, learn in learners.items():
-            t0 = time.perf_counter(); learn.fit(1); t = time.perf_counter() - t0
-            if r > 0: secs[k].append(t)
-    return secs
-
-
 # %% what `from exp.nb_08 import *` hands over: the names defined above (see notebook2script.py)
-__all__ = ['CategoryProcessor', 'FileBatchData', 'ImageError', 'ImageList', 'ItemList', 'LabeledData', 'Processor',
-    'SplitData', 'TensorData', 'Transform', 'compare_epochs', 'compose', 'databunchify', 'decode_once',
-    'default_num_workers', 'export_image_folder', 'file_batches', 'get_files', 'grandparent_splitter',
-    'image_extensions', 'label_by_func', 'model_summary', 'normalize_chan', 'open_image', 'parent_labeler',
-    'show_batch', 'to_byte_tensor', 'to_float_tensor']
+__all__ = ['CategoryProcessor', 'ImageList', 'ItemList', 'LabeledData', 'Processor', 'SplitData', 'Transform',
+    'compose', 'databunchify', 'default_num_workers', 'get_files', 'grandparent_splitter', 'image_extensions',
+    'label_by_func', 'open_image', 'parent_labeler', 'show_batch', 'to_byte_tensor', 'to_float_tensor']

@@ -36,23 +36,18 @@ def _as_groups(params):
 
 # %% nbs/09_optimizers.ipynb, code cell 4
 class Optimizer:
-    "Parameter groups shaped like PyTorch's (dicts of 'params' and hyper-parameters); `step` applies `steppers` in order to each parameter."
+    "Parameter groups shaped like PyTorch's; `step` applies `steppers` in order to each parameter with a gradient."
     def __init__(self, params, steppers, **defaults):
         self.steppers = _as_list(steppers)
         self.defaults = {**_declared_defaults(self.steppers), **defaults}
         self.param_groups = [{**self.defaults, **g, 'params': list(g['params'])} for g in _as_groups(params)]
         self.state = {}
-        self._check()                       # guard rails: see "Making it robust"
-
-    def _check(self): pass
+        self._check()                       # guard rails: `_check`, after the steppers below
 
     def grad_params(self):
         "(parameter, its group's hyper-parameters) for every parameter that has a gradient."
-        res = []
-        for pg in self.param_groups:
-            hyper = {k: v for k, v in pg.items() if k != 'params'}
-            res += [(p, hyper) for p in pg['params'] if p.grad is not None]
-        return res
+        hypers = [(pg, {k: v for k, v in pg.items() if k != 'params'}) for pg in self.param_groups]
+        return [(p, hyper) for pg, hyper in hypers for p in pg['params'] if p.grad is not None]
 
     def zero_grad(self):
         "Forget the gradients (the next backward pass stores fresh ones)."
@@ -82,18 +77,34 @@ def l2_reg(p, lr, wd, **kwargs):
 l2_reg._defaults = dict(wd=0.)
 
 
-# %% nbs/09_optimizers.ipynb, code cell 7
+# %% nbs/09_optimizers.ipynb, code cell 6
+@patch
+def _check(self: Optimizer):
+    "Refuse steppers this optimizer cannot run, an empty parameter list, and a parameter in more than one group."
+    name = type(self).__name__
+    for s in self.steppers:
+        is_stat = hasattr(s, 'init_state')
+        if is_stat and not hasattr(self, 'init_state'):
+            raise TypeError(f"{name}: {s!r} keeps per-parameter state: a Stat needs a StatefulOptimizer")
+        if not (is_stat or callable(s)):
+            raise TypeError(f"{name}: {s!r} is not a stepper (a function of p and the hyper-parameters)")
+    ps = [p for pg in self.param_groups for p in pg['params']]
+    if not ps: raise ValueError(f"{name}: got no parameters to optimize")
+    if len(set(map(id, ps))) != len(ps): raise ValueError(f"{name}: a parameter appears in more than one group")
+
+
+# %% nbs/09_optimizers.ipynb, code cell 9
 class Stat:
-    "A per-parameter statistic kept in the optimizer's state: `init_state(p)` makes it, `update(p, state, **hyper)` advances it."
+    "Per-parameter statistic in the optimizer's state: `init_state(p)` makes it, `update(p, state, **hyper)` moves it."
     _defaults = {}
     def init_state(self, p): raise NotImplementedError
     def update(self, p, state, **kwargs): raise NotImplementedError
 
 class StatefulOptimizer(Optimizer):
-    "An Optimizer that keeps a state per parameter: `steppers` may include `Stat`s, which update it where they stand in the list."
+    "An Optimizer with a state per parameter: its `steppers` may include `Stat`s, which update it where they stand."
     @torch.no_grad()
     def step(self):
-        "Run the steppers in order; a Stat updates the parameter's state, a function gets `p`, the state and the hyper-parameters."
+        "Run the steppers in order: a Stat updates the state, a function gets `p`, the state and the hyper-parameters."
         for p, hyper in self.grad_params():
             if p not in self.state: self.state[p] = self.init_state(p)
             state = self.state[p]
@@ -106,7 +117,7 @@ class StatefulOptimizer(Optimizer):
         return {k: v for s in self.steppers if isinstance(s, Stat) for k, v in s.init_state(p).items()}
 
 
-# %% nbs/09_optimizers.ipynb, code cell 8
+# %% nbs/09_optimizers.ipynb, code cell 10
 class AverageGrad(Stat):
     "Running average of the gradients: grad_avg <- mom * grad_avg + damp * grad, damp = 1 - mom if `dampening` else 1."
     _defaults = dict(mom=0.9)
@@ -126,80 +137,18 @@ class AverageSqrGrad(Stat):
         state['sqr_avg'].mul_(sqr_mom).addcmul_(p.grad, p.grad, value=state['sqr_damp'])
 
 
-# %% nbs/09_optimizers.ipynb, code cell 9
+# %% nbs/09_optimizers.ipynb, code cell 11
 class StepCount(Stat):
     "The number of steps this parameter has taken."
     def init_state(self, p): return {'step': 0}
     def update(self, p, state, **kwargs): state['step'] += 1
 
 def debias(mom, damp, step):
-    "What a running average `avg <- mom*avg + damp*x` started at 0 sums its weights to after `step` steps: damp * (1 - mom**step) / (1 - mom)."
+    "The sum of the weights of `avg <- mom*avg + damp*x`, started at 0, after `step` steps: damp*(1-mom**step)/(1-mom)."
     return damp * (1 - mom ** step) / (1 - mom) if mom != 1 else damp * step
 
 
-# %% nbs/09_optimizers.ipynb, code cell 10
-def momentum_step(p, lr, grad_avg, **kwargs):
-    "SGD along the running average of the gradients: p <- p - lr * grad_avg."
-    p.add_(grad_avg, alpha=-lr)
-
-def sgd_opt(params, lr, mom=0., wd=0., foreach=False):
-    "SGD with momentum `mom` and L2 regularisation `wd`: steps like torch.optim.SGD(params, lr, momentum=mom, weight_decay=wd)."
-    steps, hyper = [l2_reg, AverageGrad(), momentum_step], dict(lr=lr, mom=mom, wd=wd)
-    return ForeachOptimizer(params, steps, _sgd_group, **hyper) if foreach else StatefulOptimizer(params, steps, **hyper)
-
-
 # %% nbs/09_optimizers.ipynb, code cell 13
-def adam_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, **kwargs):
-    "Adam: p <- p - lr * (grad_avg/debias1) / (sqrt(sqr_avg/debias2) + eps)."
-    debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
-    p.addcdiv_(grad_avg, sqr_avg.sqrt() / math.sqrt(debias2) + eps, value=-lr / debias1)
-adam_step._defaults = dict(eps=1e-5)
-
-def adam_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., foreach=False):
-    "Adam with decoupled weight decay `wd`: steps like torch.optim.AdamW(params, lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)."
-    steps = [weight_decay, AverageGrad(dampening=True), AverageSqrGrad(), StepCount(), adam_step]
-    hyper = dict(lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-    return ForeachOptimizer(params, steps, _adam_group, **hyper) if foreach else StatefulOptimizer(params, steps, **hyper)
-
-
-# %% nbs/09_optimizers.ipynb, code cell 15
-def lamb_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, wd, **kwargs):
-    "LAMB: the Adam direction plus wd * p, scaled so each step moves a tensor by lr * (its norm)."
-    debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
-    u = (grad_avg / debias1) / ((sqr_avg / debias2).sqrt() + eps) + wd * p
-    pn, un = p.norm(), u.norm()
-    trust = torch.where((pn > 0) & (un > 0), pn / un, torch.ones_like(pn))
-    p.sub_(lr * trust * u)
-lamb_step._defaults = dict(eps=1e-6, wd=0.)
-
-def lamb_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.):
-    "LAMB (You et al. 2019): Adam's direction plus weight decay, rescaled per tensor by the trust ratio ||p|| / ||step||."
-    steps = [AverageGrad(dampening=True), AverageSqrGrad(), StepCount(), lamb_step]
-    return StatefulOptimizer(params, steps, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
-
-
-# %% nbs/09_optimizers.ipynb, code cell 18
-def _opt_state_dict(self):
-    "Hyper-parameters and state, with parameters replaced by their position (as in PyTorch's `state_dict`); tensors are copies."
-    idx = {id(p): i for i, p in enumerate(p for pg in self.param_groups for p in pg['params'])}
-    cp = lambda v: v.clone() if torch.is_tensor(v) else v
-    groups = [{**{k: v for k, v in pg.items() if k != 'params'}, 'params': [idx[id(p)] for p in pg['params']]} for pg in self.param_groups]
-    return {'state': {idx[id(p)]: {k: cp(v) for k, v in s.items()} for p, s in self.state.items()}, 'param_groups': groups}
-
-def _opt_load_state_dict(self, sd):
-    "Restore hyper-parameters and state saved by `state_dict` (from an optimizer with the same group sizes)."
-    ours, theirs = [len(pg['params']) for pg in self.param_groups], [len(g['params']) for g in sd['param_groups']]
-    if ours != theirs: raise ValueError(f"load_state_dict: the saved groups have {theirs} parameters, this optimizer's {ours}")
-    ps = {}
-    for pg, g in zip(self.param_groups, sd['param_groups']):
-        pg.update({k: v for k, v in g.items() if k != 'params'})
-        ps.update(zip(g['params'], pg['params']))
-    self.state = {ps[i]: {k: v.clone().to(ps[i].device) if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd['state'].items()}
-
-Optimizer.state_dict, Optimizer.load_state_dict = _opt_state_dict, _opt_load_state_dict
-
-
-# %% nbs/09_optimizers.ipynb, code cell 36
 def _chunks(ps, max_numel):
     "Split the list `ps` into consecutive lists of at most `max_numel` elements in all (a larger tensor alone)."
     out, n = [[]], 0
@@ -209,9 +158,9 @@ def _chunks(ps, max_numel):
     return out if out[-1] else []
 
 
-# %% nbs/09_optimizers.ipynb, code cell 37
+# %% nbs/09_optimizers.ipynb, code cell 14
 class ForeachOptimizer(StatefulOptimizer):
-    "A StatefulOptimizer (same groups, state, defaults) whose `group_step(params, states, **hyper)` updates a chunk of a group at once."
+    "A StatefulOptimizer whose `group_step(params, states, **hyper)` updates a chunk of a group's parameters at once."
     def __init__(self, params, steppers, group_step, chunk=2**16, **defaults):
         super().__init__(params, steppers, **defaults)
         self.group_step, self.chunk = group_step, chunk
@@ -227,7 +176,11 @@ class ForeachOptimizer(StatefulOptimizer):
             for c in _chunks(ps, self.chunk): self.group_step(c, [self.state[p] for p in c], **hyper)
 
 
-# %% nbs/09_optimizers.ipynb, code cell 38
+# %% nbs/09_optimizers.ipynb, code cell 15
+def momentum_step(p, lr, grad_avg, **kwargs):
+    "SGD along the running average of the gradients: p <- p - lr * grad_avg."
+    p.add_(grad_avg, alpha=-lr)
+
 def _sgd_group(ps, states, lr, mom, wd, **kwargs):
     "sgd_opt's step for a list of parameters, with torch._foreach_* ops."
     grads, avgs = [p.grad for p in ps], [s['grad_avg'] for s in states]
@@ -236,6 +189,22 @@ def _sgd_group(ps, states, lr, mom, wd, **kwargs):
     torch._foreach_add_(ps, avgs, alpha=-lr)
     for s in states: s['mom_damp'] = 1.
 
+def sgd_opt(params, lr, mom=0., wd=0., foreach=False):
+    "SGD with momentum `mom` and L2 regularisation `wd`: torch.optim.SGD(params, lr, momentum=mom, weight_decay=wd)."
+    steps, hyper = [l2_reg, AverageGrad(), momentum_step], dict(lr=lr, mom=mom, wd=wd)
+    if foreach: return ForeachOptimizer(params, steps, _sgd_group, **hyper)
+    return StatefulOptimizer(params, steps, **hyper)
+
+
+# %% nbs/09_optimizers.ipynb, code cell 18
+def adam_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, **kwargs):
+    "Adam: p <- p - lr * (grad_avg/debias1) / (sqrt(sqr_avg/debias2) + eps)."
+    debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
+    p.addcdiv_(grad_avg, sqr_avg.sqrt() / math.sqrt(debias2) + eps, value=-lr / debias1)
+adam_step._defaults = dict(eps=1e-5)
+
+
+# %% nbs/09_optimizers.ipynb, code cell 19
 def _adam_group(ps, states, lr, mom, sqr_mom, eps, wd, **kwargs):
     "adam_opt's step for a list of parameters, with torch._foreach_* ops and the debiasing folded into constants."
     grads, avgs, sqrs = [p.grad for p in ps], [s['grad_avg'] for s in states], [s['sqr_avg'] for s in states]
@@ -249,24 +218,55 @@ def _adam_group(ps, states, lr, mom, sqr_mom, eps, wd, **kwargs):
     torch._foreach_add_(denom, [eps * b for b in d2])
     torch._foreach_addcdiv_(ps, avgs, denom, [-lr * b / a for a, b in zip(d1, d2)])
 
+def adam_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0., foreach=False):
+    "Adam, decoupled weight decay: torch.optim.AdamW(params, lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)."
+    steps = [weight_decay, AverageGrad(dampening=True), AverageSqrGrad(), StepCount(), adam_step]
+    hyper = dict(lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
+    if foreach: return ForeachOptimizer(params, steps, _adam_group, **hyper)
+    return StatefulOptimizer(params, steps, **hyper)
 
-# %% nbs/09_optimizers.ipynb, code cell 42
-def _is_step(self, s):
-    "Whether `s` can be one of this optimizer's steps: a function (and, in a StatefulOptimizer, a Stat)."
-    return callable(s) or (isinstance(s, Stat) and isinstance(self, StatefulOptimizer))
 
-def _check_optimizer(self):
-    "Refuse steppers that are not steps, an empty parameter list, and a parameter in more than one group."
-    name = type(self).__name__
-    for s in self.steppers:
-        if not _is_step(self, s):
-            raise TypeError(f"{name}: {s!r} is not a stepper (a function of p and the hyper-parameters)"
-                            + ("; a Stat needs a StatefulOptimizer" if isinstance(s, Stat) else ''))
-    ps = [p for pg in self.param_groups for p in pg['params']]
-    if not ps: raise ValueError(f"{name}: got no parameters to optimize")
-    if len(set(map(id, ps))) != len(ps): raise ValueError(f"{name}: a parameter appears in more than one group")
+# %% nbs/09_optimizers.ipynb, code cell 21
+def lamb_step(p, lr, mom, mom_damp, step, sqr_mom, sqr_damp, grad_avg, sqr_avg, eps, wd, **kwargs):
+    "LAMB: the Adam direction plus wd * p, scaled so each step moves a tensor by lr * (its norm)."
+    debias1, debias2 = debias(mom, mom_damp, step), debias(sqr_mom, sqr_damp, step)
+    u = (grad_avg / debias1) / ((sqr_avg / debias2).sqrt() + eps) + wd * p
+    pn, un = p.norm(), u.norm()
+    trust = torch.where((pn > 0) & (un > 0), pn / un, torch.ones_like(pn))
+    p.sub_(lr * trust * u)
+lamb_step._defaults = dict(eps=1e-6, wd=0.)
 
-Optimizer._check = _check_optimizer
+def lamb_opt(params, lr, mom=0.9, sqr_mom=0.99, eps=1e-6, wd=0.):
+    "LAMB (You et al. 2019): Adam's direction plus weight decay, rescaled per tensor by the trust ratio ||p||/||step||."
+    steps = [AverageGrad(dampening=True), AverageSqrGrad(), StepCount(), lamb_step]
+    return StatefulOptimizer(params, steps, lr=lr, mom=mom, sqr_mom=sqr_mom, eps=eps, wd=wd)
+
+
+# %% nbs/09_optimizers.ipynb, code cell 24
+@patch
+def state_dict(self: Optimizer):
+    "Hyper-parameters and state, parameters replaced by their position (as in PyTorch's); the tensors are copies."
+    idx = {id(p): i for i, p in enumerate(p for pg in self.param_groups for p in pg['params'])}
+    cp = lambda v: v.clone() if torch.is_tensor(v) else v
+    groups = [{**{k: v for k, v in pg.items() if k != 'params'}, 'params': [idx[id(p)] for p in pg['params']]}
+              for pg in self.param_groups]
+    state = {idx[id(p)]: {k: cp(v) for k, v in s.items()} for p, s in self.state.items()}
+    return {'state': state, 'param_groups': groups}
+
+
+# %% nbs/09_optimizers.ipynb, code cell 25
+@patch
+def load_state_dict(self: Optimizer, sd):
+    "Restore hyper-parameters and state saved by `state_dict` (from an optimizer with the same group sizes)."
+    ours, theirs = [len(pg['params']) for pg in self.param_groups], [len(g['params']) for g in sd['param_groups']]
+    if ours != theirs:
+        raise ValueError(f"load_state_dict: the saved groups have {theirs} parameters, this optimizer's {ours}")
+    ps = {}
+    for pg, g in zip(self.param_groups, sd['param_groups']):
+        pg.update({k: v for k, v in g.items() if k != 'params'})
+        ps.update(zip(g['params'], pg['params']))
+    to = lambda v, p: v.clone().to(p.device) if torch.is_tensor(v) else v
+    self.state = {ps[i]: {k: to(v, ps[i]) for k, v in s.items()} for i, s in sd['state'].items()}
 
 
 # %% what `from exp.nb_09 import *` hands over: the names defined above (see notebook2script.py)

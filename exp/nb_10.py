@@ -30,7 +30,7 @@ def flip_batch(x, p=0.5):
 
 # %% nbs/10_augmentation.ipynb, code cell 7
 def pad_crop(x, pad=2, fill=0.):
-    "Pad each image of `x` (N,C,H,W) by `pad` pixels of `fill`, then crop the original size at a random offset per image."
+    "Pad each image of `x` (N,C,H,W) by `pad` pixels of `fill`, then crop the original size at a random offset."
     n, c, h, w = x.shape
     d = dict(device=x.device)
     xp = F.pad(x, (pad, pad, pad, pad), value=fill)
@@ -42,7 +42,7 @@ def pad_crop(x, pad=2, fill=0.):
 
 # %% nbs/10_augmentation.ipynb, code cell 9
 def _erase_mask(n, h, w, area, ratio, device):
-    "A bool (n,h,w) mask with one random rectangle per image: area fraction uniform in `area`, aspect log-uniform in `ratio`."
+    "A bool (n,h,w) mask, one random rectangle per image: area share uniform in `area`, aspect log-uniform in `ratio`."
     u = lambda lo, hi: torch.empty(n, device=device).uniform_(lo, hi)
     s, r = u(*area) * h * w, u(math.log(ratio[0]), math.log(ratio[1])).exp()
     eh, ew = (s * r).sqrt().round().clamp(1, h), (s / r).sqrt().round().clamp(1, w)
@@ -55,14 +55,15 @@ def _erase_mask(n, h, w, area, ratio, device):
 
 # %% nbs/10_augmentation.ipynb, code cell 10
 class RandErase:
-    "Random erasing (Zhong et al. 2017): with probability `p` per image, a random rectangle becomes noise (or zeros)."
+    "Random erasing (Zhong et al. 2017): with probability `p` per image, a random rectangle becomes noise (or 0)."
     def __init__(self, p=0.5, area=(0.02, 0.2), ratio=(0.3, 3.3), fill='noise'):
         if fill not in ('noise', 'zero'): raise ValueError(f"RandErase: fill must be 'noise' or 'zero', got {fill!r}")
         self.p, self.area, self.ratio, self.fill = p, area, ratio, fill
 
     def __call__(self, x):
         n, c, h, w = x.shape
-        m = _erase_mask(n, h, w, self.area, self.ratio, x.device) & (torch.rand(n, device=x.device) < self.p)[:, None, None]
+        erase = torch.rand(n, device=x.device) < self.p
+        m = _erase_mask(n, h, w, self.area, self.ratio, x.device) & erase[:, None, None]
         noise = torch.randn_like(x) * x.std() + x.mean() if self.fill == 'noise' else torch.zeros_like(x)
         return torch.where(m[:, None], noise, x)
 
@@ -84,8 +85,8 @@ def rotate_batch(x, deg=30., fill=0.):
 
 # %% nbs/10_augmentation.ipynb, code cell 15
 class AugmentCallback(Callback):
-    "Applies `tfms` in order to each training batch's `xb` (after the reshape of BatchTransformXCallback); nothing in validation."
-    _order = 3
+    "Applies `tfms` in order to each training batch `xb` (after BatchTransformXCallback's reshape), not in validation."
+    _order = BatchTransformXCallback._order + 1          # after the reshape into images
     def __init__(self, *tfms): self.tfms = tfms
 
     def begin_batch(self):
@@ -94,19 +95,15 @@ class AugmentCallback(Callback):
 
 
 # %% nbs/10_augmentation.ipynb, code cell 17
-@torch.no_grad()
 def tta(model, dl, xtfm=None):
-    "Softmax predictions of `model` over `dl`: plain, and averaged with the flipped batch's (TTA). Returns (probs, tta_probs, targets)."
-    was_training, dev = model.training, next(model.parameters()).device
-    model.eval()
-    ps, pts, ys = [], [], []
-    try:
+    "Softmax predictions of `model` over `dl`, plain and averaged with the flipped batch's: (probs, tta_probs, targs)."
+    dev, ps, pts, ys = next(model.parameters()).device, [], [], []
+    with eval_mode(model):
         for xb, yb in dl:
             xb = xb.to(dev)
             if xtfm is not None: xb = xtfm(xb)
             p = model(xb).softmax(-1)
             ps.append(p.cpu()); pts.append(((p + model(xb.flip(-1)).softmax(-1)) / 2).cpu()); ys.append(yb.cpu())
-    finally: model.train(was_training)
     return torch.cat(ps), torch.cat(pts), torch.cat(ys)
 
 

@@ -33,7 +33,7 @@ def _reduce_loss(loss, reduction='mean'):
 
 # %% nbs/10b_mixup_label_smoothing.ipynb, code cell 3
 class LabelSmoothingCrossEntropy(nn.Module):
-    "Cross entropy with targets (1-eps)*one_hot + eps/K (Szegedy et al. 2016); equals F.cross_entropy(..., label_smoothing=eps)."
+    "Cross entropy against targets (1-eps)*one_hot + eps/K (Szegedy et al. 2016): F.cross_entropy(label_smoothing=eps)."
     def __init__(self, eps=0.1, reduction='mean'):
         super().__init__()
         _reduce_loss(torch.zeros(1), reduction)                          # refuse a bad reduction now
@@ -49,7 +49,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
 
 # %% nbs/10b_mixup_label_smoothing.ipynb, code cell 7
 def _loss_per_item(loss_func, pred, targ):
-    "`loss_func(pred, targ)` per item: an nn.Module loss with a `reduction` attribute is set to 'none' for the call; a function gets reduction='none'."
+    "`loss_func(pred, targ)` per item: reduction='none', as a loss module's attribute for the call or as an argument."
     if isinstance(getattr(loss_func, 'reduction', None), str):
         old, loss_func.reduction = loss_func.reduction, 'none'
         try: return loss_func(pred, targ)
@@ -59,29 +59,24 @@ def _loss_per_item(loss_func, pred, targ):
 
 # %% nbs/10b_mixup_label_smoothing.ipynb, code cell 8
 class MixUp(Callback):
-    "MixUp (Zhang et al. 2017): training batches blended with a shuffled copy, λ=max(l,1-l), l~Beta(α,α) per image; loss blended to match."
-    _order = 4
+    "MixUp (Zhang et al. 2017): training batches blended with a shuffled copy, λ=max(l,1-l), l~Beta(α,α) per image."
+    _order = AugmentCallback._order + 1                  # augment, then mix
     def __init__(self, alpha=0.4): self.alpha, self.distrib = alpha, torch.distributions.Beta(alpha, alpha)
-    def begin_fit(self): self.plain_loss, self.run.loss_func = self.run.loss_func, self.mixed_loss
-    def after_fit(self): self.run.loss_func = self.plain_loss
 
     def begin_batch(self):
-        if not self.run.in_train: return
-        xb, yb = self.run.xb, self.run.yb
+        if not self.in_train: return
+        xb, yb = self.xb, self.yb
         lam = self.distrib.sample((len(yb),)).to(xb.device)
         self.lam, perm = torch.max(lam, 1 - lam), torch.randperm(len(yb), device=xb.device)
         self.yb2, lx = yb[perm], self.lam.view(-1, *[1] * (xb.dim() - 1))
         self.run.xb = lx * xb + (1 - lx) * xb[perm]
 
-
-# %% nbs/10b_mixup_label_smoothing.ipynb, code cell 9
-def _mixup_loss(self, pred, yb):
-    "The original loss in validation; in training λ·loss(pred, yb) + (1-λ)·loss(pred, yb[perm]), reduced like the original."
-    if not self.run.in_train: return self.plain_loss(pred, yb)
-    l1, l2 = _loss_per_item(self.plain_loss, pred, yb), _loss_per_item(self.plain_loss, pred, self.yb2)
-    return _reduce_loss(self.lam * l1 + (1 - self.lam) * l2, getattr(self.plain_loss, 'reduction', 'mean'))
-
-MixUp.mixed_loss = _mixup_loss
+    def get_loss(self):
+        "Training: λ·loss(pred, yb) + (1-λ)·loss(pred, yb[perm]), reduced like the loss; validation: the plain loss."
+        if not self.in_train: return self.run.get_loss()
+        lf, pred = self.loss_func, self.pred
+        mixed = self.lam * _loss_per_item(lf, pred, self.yb) + (1 - self.lam) * _loss_per_item(lf, pred, self.yb2)
+        self.run.loss = _reduce_loss(mixed, getattr(lf, 'reduction', 'mean'))
 
 
 # %% what `from exp.nb_10b import *` hands over: the names defined above (see notebook2script.py)

@@ -4,6 +4,7 @@
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 1
+from exp.nb_00 import *
 from exp.nb_00a import *
 from exp.nb_01 import *
 from exp.nb_02 import *
@@ -13,6 +14,8 @@ from exp.nb_05 import *
 from exp.nb_06 import *
 from exp.nb_07 import *
 from exp.nb_09 import *
+from exp.nb_10 import *
+from exp.nb_10b import *
 from functools import partial
 import copy, math, time
 from pathlib import Path
@@ -23,8 +26,8 @@ import matplotlib.pyplot as plt
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 4
-_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, BatchNorm, RunningBatchNorm,
-                LayerNorm, InstanceNorm, GroupNorm)
+_OUR_NORMS = (BatchNorm, FastBatchNorm, RunningBatchNorm, LayerNorm, InstanceNorm, GroupNorm)     # lesson 07's
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm) + _OUR_NORMS
 
 class _FloatNorm(nn.Module):
     "A float32 normalisation layer inside a half-precision model: the input is cast up, the output back down."
@@ -53,39 +56,35 @@ def half_model_copy(model, dtype=torch.float16):
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 8
 class MixedPrecision(Callback):
-    "Mixed-precision training: a half copy of the model runs the batches, float32 master weights take the steps, with dynamic loss scaling."
-    _order = 99
-    def __init__(self, dtype=torch.float16, init_scale=2.**16, growth_interval=2000, growth_factor=2., backoff_factor=0.5):
+    "Mixed precision: a half copy of the model runs the batches, float32 master weights step; dynamic loss scaling."
+    _order = MixUp._order + 95                           # after every callback that changes the batch or the model
+    def __init__(self, dtype=torch.float16, init_scale=2.**16, growth_interval=2000, growth_factor=2.,
+                 backoff_factor=0.5):
         self.dtype, self.init_scale, self.growth_interval = dtype, init_scale, growth_interval
         self.growth_factor, self.backoff_factor = growth_factor, backoff_factor
 
     def begin_fit(self):
-        self.master = self.run.model
-        self.half = half_model_copy(self.master, self.dtype)
-        self.pairs = list(zip(self.master.parameters(), self.half.parameters()))
-        self.run.model = self.half
+        self.master, self.half = self.model, half_model_copy(self.model, self.dtype)
+        self.pairs, self.run.model = list(zip(self.master.parameters(), self.half.parameters())), self.half
         self.scale, self.clean, self.scales, self.skipped = self.init_scale, 0, [], []
+
+    def predict(self):
+        "The half model on the batch in half precision; the predictions in float32, for a float32 loss."
+        self.run.pred = self.model(self.xb.to(self.dtype) if self.xb.is_floating_point() else self.xb).float()
+
+    def backward(self): (self.loss * self.scale).backward()
+
+    @torch.no_grad()
+    def after_fit(self):
+        "Give the learner its float32 model back, with the half model's batchnorm statistics."
+        for bm, bh in zip(self.master.buffers(), self.half.buffers()): bm.copy_(bh)
+        self.run.model = self.master
 
 
 # %% nbs/10c_mixed_precision.ipynb, code cell 9
-def _mp_begin_batch(self):
-    "The batch's inputs in half precision."
-    if self.xb.is_floating_point(): self.run.xb = self.xb.to(self.dtype)
-
-def _mp_after_pred(self):
-    "Predictions back in float32, so the loss is computed in float32."
-    self.run.pred = self.pred.float()
-
-def _mp_after_loss(self):
-    "Scale the loss (training only; the statistics callbacks have read the true loss already)."
-    if self.in_train: self.run.loss = self.loss * self.scale
-
-MixedPrecision.begin_batch, MixedPrecision.after_pred, MixedPrecision.after_loss = _mp_begin_batch, _mp_after_pred, _mp_after_loss
-
-
-# %% nbs/10c_mixed_precision.ipynb, code cell 10
-def _mp_after_backward(self):
-    "Finite half gradients go, unscaled, into the master weights' grads; an inf or nan halves the scale and skips the step."
+@patch
+def step(self: MixedPrecision):
+    "Finite gradients: unscaled into the master weights, which step and go into the half model; else skip the batch."
     self.scales.append(self.scale)
     finite = all(torch.isfinite(h.grad).all() for _, h in self.pairs if h.grad is not None)
     for m, h in self.pairs:
@@ -97,102 +96,52 @@ def _mp_after_backward(self):
         raise CancelBatchException()
     self.clean += 1
     if self.clean == self.growth_interval: self.scale, self.clean = self.scale * self.growth_factor, 0
+    self.run.step()
+    with torch.no_grad():
+        for m, h in self.pairs: h.copy_(m)
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 11
-@torch.no_grad()
-def _mp_after_step(self):
-    "Copy the updated master weights into the half model."
-    for m, h in self.pairs: h.copy_(m)
-
-@torch.no_grad()
-def _mp_after_fit(self):
-    "Give the learner its float32 model back, with the half model's batchnorm statistics."
-    for bm, bh in zip(self.master.buffers(), self.half.buffers()): bm.copy_(bh)
-    self.run.model = self.master
-
-MixedPrecision.after_backward, MixedPrecision.after_step, MixedPrecision.after_fit = _mp_after_backward, _mp_after_step, _mp_after_fit
-
-
-# %% nbs/10c_mixed_precision.ipynb, code cell 18
+# %% nbs/10c_mixed_precision.ipynb, code cell 16
 def autocast_dtype(device):
     "The 16-bit type for torch.autocast on `device`: float16 on CUDA, bfloat16 elsewhere (CPU)."
     return torch.float16 if torch.device(device).type == 'cuda' else torch.bfloat16
 
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 19
-_OUR_NORMS = (BatchNorm, RunningBatchNorm, LayerNorm, InstanceNorm, GroupNorm)
-
+# %% nbs/10c_mixed_precision.ipynb, code cell 17
 def _float_inputs(module, args):
     "Forward pre-hook: the module's floating-point inputs cast to float32."
     return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
 
+def _float32_norm_hooks(model):
+    "Hooks (remove each with `.remove()`) that give lesson 07's normalisation layers in `model` float32 inputs."
+    return [m.register_forward_pre_hook(_float_inputs) for m in model.modules() if isinstance(m, _OUR_NORMS)]
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 20
+
+# %% nbs/10c_mixed_precision.ipynb, code cell 18
 class AutocastCallback(Callback):
-    "Forward pass and loss under torch.autocast (`dtype` None: autocast_dtype of the model's device); float16 adds a GradScaler."
-    _order = 99
-    def __init__(self, dtype=None, **scaler_kwargs): self.dtype_arg, self.scaler_kwargs, self._ctx = dtype, scaler_kwargs, None
+    "Forward pass under torch.autocast (`dtype` None: autocast_dtype of the model's device); float16 adds GradScaler."
+    _order = MixedPrecision._order
+    def __init__(self, dtype=None, **scaler_kwargs): self.dtype_arg, self.scaler_kwargs = dtype, scaler_kwargs
 
     def begin_fit(self):
         self.device = next(self.model.parameters()).device
-        self.dtype = self.dtype_arg or autocast_dtype(self.device)
-        f16 = self.dtype == torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, **self.scaler_kwargs) if f16 else None
-        self.scales, self.skipped = [], []
-        self._hooks = [m.register_forward_pre_hook(_float_inputs) for m in self.model.modules() if isinstance(m, _OUR_NORMS)]
+        self.dtype = dt = self.dtype_arg or autocast_dtype(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, **self.scaler_kwargs) if dt == torch.float16 else None
+        self.scales, self.skipped, self._hooks = [], [], _float32_norm_hooks(self.model)
+    def after_fit(self):
+        for h in self._hooks: h.remove()
 
+    def predict(self):
+        with torch.autocast(self.device.type, dtype=self.dtype): self.run.predict()
+        self.run.pred = self.pred.float()
 
-# %% nbs/10c_mixed_precision.ipynb, code cell 21
-def _ac_enter(self):
-    "Enter a fresh autocast context for this batch."
-    _ac_leave(self)
-    self._ctx = torch.autocast(self.device.type, dtype=self.dtype)
-    self._ctx.__enter__()
+    def backward(self): (self.loss if self.scaler is None else self.scaler.scale(self.loss)).backward()
 
-def _ac_leave(self):
-    "Leave the autocast context, if one is open (also after a cancel or an error)."
-    if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
-
-
-# %% nbs/10c_mixed_precision.ipynb, code cell 22
-def _ac_after_loss(self):
-    "Leave autocast; scale the loss for float16."
-    _ac_leave(self)
-    if self.in_train and self.scaler is not None: self.run.loss = self.scaler.scale(self.loss)
-
-AutocastCallback.begin_batch, AutocastCallback.after_loss = _ac_enter, _ac_after_loss
-def _ac_after_fit(self):
-    "Leave autocast; remove the float32 hooks of our normalisation layers."
-    _ac_leave(self)
-    for h in self._hooks: h.remove()
-
-AutocastCallback.after_batch = AutocastCallback.after_cancel_epoch = AutocastCallback.after_cancel_train = _ac_leave
-AutocastCallback.after_fit = _ac_after_fit
-
-
-# %% nbs/10c_mixed_precision.ipynb, code cell 23
-def _ac_after_pred(self):
-    "Predictions in float32."
-    self.run.pred = self.pred.float()
-
-def _ac_after_backward(self):
-    "float16: GradScaler unscales the gradients and 'steps' this callback only if they are finite; else skip the batch."
-    if self.scaler is None: return
-    self._finite = False
-    self.scaler.step(self)
-    self.scales.append(self.scaler.get_scale()); self.scaler.update()
-    if not self._finite: self.skipped.append(self.n_iter); raise CancelBatchException()
-
-
-# %% nbs/10c_mixed_precision.ipynb, code cell 24
-def _ac_step(self, *args, **kwargs):
-    "Called by GradScaler.step when the gradients are finite."
-    self._finite = True
-
-AutocastCallback.after_pred, AutocastCallback.after_backward = _ac_after_pred, _ac_after_backward
-AutocastCallback.step = _ac_step
-AutocastCallback.param_groups = property(lambda self: self.opt.param_groups, doc="The learner's optimizer's parameter groups (for GradScaler).")
+    def step(self):
+        "float16: GradScaler unscales the gradients and steps only if they are finite (else the batch is skipped)."
+        if self.scaler is None: return self.run.step()
+        self.scales.append(self.scaler.get_scale()); self.scaler.step(self.opt); self.scaler.update()
+        if self.scaler.get_scale() < self.scales[-1]: self.skipped.append(self.n_iter); raise CancelBatchException()
 
 
 # %% what `from exp.nb_10c import *` hands over: the names defined above (see notebook2script.py)

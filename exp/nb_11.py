@@ -11,9 +11,11 @@ from exp.nb_03 import *
 from exp.nb_04 import *
 from exp.nb_05 import *
 from exp.nb_06 import *
+from exp.nb_08a import *
 from exp.nb_09 import *
+from exp.nb_10b import *
 import math
-from exp.nb_08 import _layer_name
+from exp.nb_08a import _layer_name
 import time
 from functools import partial
 import torch
@@ -24,16 +26,16 @@ import matplotlib.pyplot as plt
 
 # %% nbs/11_xresnet.ipynb, code cell 2
 def fashion_images(bs=256):
-    "Fashion-MNIST as (N, 1, 28, 28) images normalised with the training statistics, in a DataBunch with batches of `bs`."
+    "Fashion-MNIST as (N, 1, 28, 28) images normalised with the training statistics, in a DataBunch of batches of `bs`."
     x_train, y_train, x_valid, y_valid = get_fashion()
     m, s = x_train.mean(), x_train.std()
     x_train, x_valid = (normalize(x, m, s).view(-1, 1, 28, 28) for x in (x_train, x_valid))
-    return DataBunch(*get_dls(Dataset(x_train, y_train), Dataset(x_valid, y_valid), bs), c=10)
+    return DataBunch(*get_dls(ArrayDataset(x_train, y_train), ArrayDataset(x_valid, y_valid), bs), c=10)
 
 
 # %% nbs/11_xresnet.ipynb, code cell 4
 def xres_conv(ni, nf, ks=3, stride=1, zero_bn=False, act=True):
-    "Conv2d(ni, nf, ks, stride, padding ks//2, no bias), BatchNorm2d (scale initialised to 0 if `zero_bn`), and a ReLU if `act`."
+    "Conv2d(ni, nf, ks, stride, padding ks//2, no bias), BatchNorm2d (scale 0 if `zero_bn`, else 1), a ReLU if `act`."
     bn = nn.BatchNorm2d(nf)
     nn.init.constant_(bn.weight, 0. if zero_bn else 1.)
     layers = [nn.Conv2d(ni, nf, ks, stride=stride, padding=ks // 2, bias=False), bn]
@@ -43,23 +45,26 @@ def xres_conv(ni, nf, ks=3, stride=1, zero_bn=False, act=True):
 
 # %% nbs/11_xresnet.ipynb, code cell 6
 def avg_pool2x2(x):
-    "2x2 average pooling with stride 2 of x (N,C,H,W); odd edges average the pixels they have (like nn.AvgPool2d(2, ceil_mode=True))."
+    "2x2 average pooling with stride 2 of x (N,C,H,W); odd edges average the pixels they have (like ceil_mode=True)."
     n, c, h, w = x.shape
     ph, pw = h % 2, w % 2
-    sums = F.pad(x, (0, pw, 0, ph)).reshape(n, c, (h + ph) // 2, 2, (w + pw) // 2, 2).sum((3, 5))
-    counts = F.pad(x.new_ones(1, 1, h, w), (0, pw, 0, ph)).reshape(1, 1, (h + ph) // 2, 2, (w + pw) // 2, 2).sum((3, 5))
+    oh, ow = (h + ph) // 2, (w + pw) // 2
+    sums = F.pad(x, (0, pw, 0, ph)).reshape(n, c, oh, 2, ow, 2).sum((3, 5))
+    counts = F.pad(x.new_ones(1, 1, h, w), (0, pw, 0, ph)).reshape(1, 1, oh, 2, ow, 2).sum((3, 5))
     return sums / counts
 
 
 # %% nbs/11_xresnet.ipynb, code cell 8
 class ResBlock(nn.Module):
-    "Residual block: relu(convs(x) + shortcut(x)); 2 convs (expansion 1) or 1x1-3x3-1x1 (expansion 4); shortcut avg-pool + 1x1 conv when the shape changes."
+    "Residual block relu(convs(x) + shortcut(x)): 2 convs (expansion 1) or 1x1-3x3-1x1 (4); pooled shortcut."
     def __init__(self, expansion, ni, nh, stride=1):
         super().__init__()
-        if expansion not in (1, 4): raise ValueError(f"ResBlock: expansion must be 1 (basic) or 4 (bottleneck), got {expansion}")
+        if expansion not in (1, 4):
+            raise ValueError(f"ResBlock: expansion must be 1 (basic) or 4 (bottleneck), got {expansion}")
         nf, ni = nh * expansion, ni * expansion
         if expansion == 1: convs = [xres_conv(ni, nh, 3, stride), xres_conv(nh, nf, 3, zero_bn=True, act=False)]
-        else: convs = [xres_conv(ni, nh, 1), xres_conv(nh, nh, 3, stride), xres_conv(nh, nf, 1, zero_bn=True, act=False)]
+        else: convs = [xres_conv(ni, nh, 1), xres_conv(nh, nh, 3, stride),
+                       xres_conv(nh, nf, 1, zero_bn=True, act=False)]
         self.convs = nn.Sequential(*convs)
         self.pool = nn.AvgPool2d(2, ceil_mode=True) if stride != 1 else nn.Identity()
         self.idconv = xres_conv(ni, nf, 1, act=False) if ni != nf else nn.Identity()
@@ -69,11 +74,13 @@ class ResBlock(nn.Module):
 
 # %% nbs/11_xresnet.ipynb, code cell 10
 class XResNet(nn.Sequential):
-    "XResNet for small images: a stride-1 stem of 3x3 convs, stages of ResBlocks (`layers[i]` blocks of `widths[i]`, each stage stride 2), pool, linear."
+    "XResNet for small images: a stride-1 stem of 3x3 convs, stages of `layers[i]` ResBlocks (stride 2), pool, linear."
     def __init__(self, expansion, layers, c_in=1, c_out=10, stem=(16, 32), widths=(32, 64, 128, 256), p=0.):
         if len(layers) != len(widths):
-            raise ValueError(f"XResNet: one width per stage needed, got layers {tuple(layers)} and widths {tuple(widths)}")
-        if stem[-1] % expansion: raise ValueError(f"XResNet: the stem's last width {stem[-1]} must divide by the expansion {expansion}")
+            raise ValueError(f"XResNet: one width per stage needed, got layers {tuple(layers)} "
+                             f"and widths {tuple(widths)}")
+        if stem[-1] % expansion:
+            raise ValueError(f"XResNet: the stem's last width {stem[-1]} must divide by the expansion {expansion}")
         sizes = [c_in, *stem]
         stem_layers = [xres_conv(sizes[i], sizes[i + 1]) for i in range(len(stem))]
         nhs = [stem[-1] // expansion, *widths]
@@ -83,6 +90,8 @@ class XResNet(nn.Sequential):
                          nn.Linear(nhs[-1] * expansion, c_out))
         init_cnn(self)
 
+
+# %% nbs/11_xresnet.ipynb, code cell 11
 def xresnet18(c_in=1, c_out=10, **kwargs):
     "XResNet-18: basic blocks, 2 per stage."
     return XResNet(1, (2, 2, 2, 2), c_in, c_out, **kwargs)
@@ -96,29 +105,28 @@ def xresnet50(c_in=1, c_out=10, **kwargs):
     return XResNet(4, (3, 4, 6, 3), c_in, c_out, **kwargs)
 
 
-# %% nbs/11_xresnet.ipynb, code cell 12
+# %% nbs/11_xresnet.ipynb, code cell 13
 def _layer_flops(m, out):
     "Forward FLOPs per image of a Conv2d or Linear `m` with output `out` (2 per multiply-add); 0 for anything else."
-    if isinstance(m, nn.Conv2d): return 2 * out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+    if isinstance(m, nn.Conv2d):
+        return 2 * out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
     if isinstance(m, nn.Linear): return 2 * m.in_features * m.out_features
     return 0
 
 def flops_summary(model, xb, show=True):
-    "Per top-level layer of `model` for one image of `xb`: name, output shape, parameters and MFLOPs (convs and linears), via Hooks; prints a table."
-    mods, was_training = list(model.children()), model.training
+    "Per top-level layer of `model` for one image of `xb`: name, output shape, parameters, MFLOPs (Hooks); prints them."
+    mods = list(model.children())
     rows = [[_layer_name(m), None, sum(p.numel() for p in m.parameters()), 0.] for m in mods]
     owner = {leaf: i for i, m in enumerate(mods) for leaf in m.modules() if isinstance(leaf, (nn.Conv2d, nn.Linear))}
     def shape(hook, m, inp, out): rows[mods.index(m)][1] = tuple(out.shape[1:])
     def count(hook, m, inp, out): rows[owner[m]][3] += _layer_flops(m, out) / 1e6
-    with Hooks(mods, shape), Hooks(list(owner), count), torch.no_grad():
-        model.eval()
-        try: model(xb[:1].to(next(model.parameters()).device))
-        finally: model.train(was_training)
+    with Hooks(mods, shape), Hooks(list(owner), count), eval_mode(model):
+        model(xb[:1].to(next(model.parameters()).device))
     if show: _print_flops(rows)
     return rows
 
 
-# %% nbs/11_xresnet.ipynb, code cell 13
+# %% nbs/11_xresnet.ipynb, code cell 14
 def _print_flops(rows):
     "Print flops_summary's rows as a table with totals."
     w = max(len(r[0]) for r in rows)
@@ -127,32 +135,30 @@ def _print_flops(rows):
     print(f'{"":>2}  {"total":<{w}}  {"":<14} {sum(r[2] for r in rows):>9,} {sum(r[3] for r in rows):>8.2f}')
 
 
-# %% nbs/11_xresnet.ipynb, code cell 15
+# %% nbs/11_xresnet.ipynb, code cell 16
 class ChannelsLastCallback(Callback):
     "Puts the model's weights and each batch in channels_last memory format (faster convolutions on CPUs with oneDNN)."
-    _order = 50                                          # after the device move and any batch transforms
+    _order = MixUp._order + 1                            # after the device move and everything that changes the batch
     def begin_fit(self): self.model.to(memory_format=torch.channels_last)
     def begin_batch(self): self.run.xb = self.xb.contiguous(memory_format=torch.channels_last)
 
-def xres_learner(data, arch=xresnet18, lr=1e-2, wd=1e-2, ls=0.1, pct_start=0.25, channels_last=True, cbs=None, **kwargs):
-    "A Learner for `arch(c_out=data.c, **kwargs)`: adam_opt with weight decay `wd`, one-cycle to `lr`, cross-entropy with label smoothing `ls`."
+def xres_learner(data, arch=xresnet18, lr=1e-2, wd=1e-2, ls=0.1, pct_start=0.25, channels_last=True, cbs=None,
+                 **kwargs):
+    "A Learner for `arch(c_out=data.c, **kwargs)`: adam_opt, weight decay `wd`, one-cycle to `lr`, smoothing `ls`."
     model = arch(c_out=data.c, **kwargs)
     opt = partial(adam_opt, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=wd, foreach=True)
     loss = partial(F.cross_entropy, label_smoothing=ls)
     extra = [DeviceCallback()] + ([ChannelsLastCallback()] if channels_last else [])
-    return Learner(model, opt, loss, data, lr=lr, cbs=extra + one_cycle_cbs(lr, pct_start=pct_start) + list(cbs or []))
+    return Learner(model, opt, loss, data, lr=lr,
+                   cbs=extra + one_cycle_cbs(lr, pct_start=pct_start) + list(cbs or []))
 
 
-# %% nbs/11_xresnet.ipynb, code cell 20
+# %% nbs/11_xresnet.ipynb, code cell 21
 def valid_preds(learn):
     "The model's outputs (logits) and the targets for the whole validation set, in eval mode, on the CPU."
-    model, dev = learn.model, next(learn.model.parameters()).device
-    was_training, outs, ys = model.training, [], []
-    model.eval()
-    try:
-        with torch.no_grad():
-            for xb_, yb_ in learn.data.valid_dl: outs.append(model(xb_.to(dev)).float().cpu()); ys.append(yb_.cpu())
-    finally: model.train(was_training)
+    model, dev, outs, ys = learn.model, next(learn.model.parameters()).device, [], []
+    with eval_mode(model):
+        for xb_, yb_ in learn.data.valid_dl: outs.append(model(xb_.to(dev)).float().cpu()); ys.append(yb_.cpu())
     return torch.cat(outs), torch.cat(ys)
 
 def confusion_matrix(pred, targ, c):
@@ -160,14 +166,15 @@ def confusion_matrix(pred, targ, c):
     return torch.bincount(targ * c + pred, minlength=c * c).view(c, c)
 
 
-# %% nbs/11_xresnet.ipynb, code cell 22
+# %% nbs/11_xresnet.ipynb, code cell 23
 def plot_confusion(cm, classes, ax=None):
     "The confusion matrix `cm` as an image with the counts written in, rows actual, columns predicted."
     ax = ax or plt.subplots(figsize=(7, 7))[1]
     ax.imshow(cm, cmap='Blues')
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=8, color='white' if cm[i, j] > cm.max() / 2 else 'black')
+            ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=8,
+                    color='white' if cm[i, j] > cm.max() / 2 else 'black')
     ax.set_xticks(range(len(classes)), classes, rotation=60); ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel('predicted'); ax.set_ylabel('actual')
     return ax

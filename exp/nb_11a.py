@@ -13,7 +13,7 @@ from exp.nb_05 import *
 from exp.nb_07 import *
 from exp.nb_09 import *
 from exp.nb_11 import *
-import os, tempfile, time
+import tempfile, time
 from functools import partial
 from pathlib import Path
 import torch.nn.functional as F
@@ -35,22 +35,20 @@ def class_subset(x, y, classes):
 
 # %% nbs/11a_transfer_learning.ipynb, code cell 6
 def save_pretrained(model, path):
-    "Save `model`'s state_dict (tensors only) to `path` via a temporary file and a rename: never a half-written file."
+    "Save `model`'s state_dict (tensors only) to `path` with atomic_write: never a half-written file."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp'); os.close(fd)
-    try: torch.save(model.state_dict(), tmp); os.replace(tmp, path)
-    except BaseException: Path(tmp).unlink(missing_ok=True); raise
+    atomic_write(path, lambda f: torch.save(model.state_dict(), f))
     return path
 
 def load_pretrained(model, path):
-    "Load weights saved by save_pretrained into `model` (torch.load with weights_only=True: tensors only); returns `model`."
+    "Load weights saved by save_pretrained into `model` (torch.load, weights_only=True: tensors only); returns it."
     model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
     return model
 
 
 # %% nbs/11a_transfer_learning.ipynb, code cell 8
 def replace_head(model, c_out):
-    "Replace the model's last layer, an nn.Linear, by a freshly initialised nn.Linear with `c_out` outputs; returns `model`."
+    "Replace the model's last layer, an nn.Linear, by a fresh nn.Linear with `c_out` outputs; returns `model`."
     name, head = list(model.named_children())[-1]
     if not isinstance(head, nn.Linear):
         raise TypeError(f'replace_head: the last layer must be an nn.Linear, got {type(head).__name__}')
@@ -82,7 +80,7 @@ def unfreeze_all(model):
 
 # %% nbs/11a_transfer_learning.ipynb, code cell 12
 def body_head_splitter(model):
-    "Two parameter groups for a Learner's `splitter`: the body (every layer but the last), then the head (the last layer)."
+    "Two parameter groups for a Learner's `splitter`: the body (every layer but the last), then the head (the last)."
     *body, (_, head) = model.named_children()
     return [[p for _, layer in body for p in layer.parameters()], list(head.parameters())]
 

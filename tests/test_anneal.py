@@ -168,11 +168,27 @@ def test_param_scheduler_pos_is_fraction_done_before_the_batch():
 
 
 def test_recorder_plots():
-    learn = make_learner(cbs=Recorder())
-    learn.fit(1, cbs=ParamScheduler('lr', sched_exp(0.01, 1.)))
-    for ax in (learn.recorder.plot_hyper(), learn.recorder.plot_loss(skip_last=1), learn.recorder.plot()):
-        assert len(ax.lines) == 1
-    assert len(learn.recorder.plot_loss(skip_last=1).lines[0].get_xdata()) == 3
+    learn = make_learner(cbs=Recorder(hypers=('lr', 'momentum')), groups=True, momentum=0.9)
+    learn.fit(1, cbs=ParamScheduler('lr', [sched_no(0.3, 0.3), sched_exp(0.01, 1.)]))
+    rec = learn.recorder
+    assert len(rec.losses) == 4
+    ax = rec.plot_hyper()                                            # lr of the last group against the batch
+    (line,) = ax.lines
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ('batch', 'lr')
+    assert list(line.get_xdata()) == [0, 1, 2, 3] and list(line.get_ydata()) == pytest.approx(rec.lrs[1])
+    ax = rec.plot_hyper('momentum', pgid=0)
+    assert ax.get_ylabel() == 'momentum' and list(ax.lines[0].get_ydata()) == pytest.approx([0.9] * 4)
+    ax = rec.plot_loss(skip_last=1)
+    (line,) = ax.lines
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ('batch', 'loss')
+    assert list(line.get_ydata()) == pytest.approx(rec.losses[:3])
+    ax = rec.plot(skip_last=1, pgid=1)
+    (line,) = ax.lines
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == ('learning rate (log scale)', 'loss', 'log')
+    assert list(line.get_xdata()) == pytest.approx(rec.lrs[1][:3])
+    assert list(line.get_ydata()) == pytest.approx(rec.losses[:3])
+    fig, given = plt.subplots()
+    assert rec.plot(ax=given) is given and len(given.lines) == 1 and len(fig.axes) == 1   # draws on the axes given
     plt.close('all')
 
 
@@ -204,6 +220,12 @@ def test_lr_find_stops_when_loss_explodes():
     assert cv.n == 0                                        # validation is skipped during the sweep
 
 
+def test_callback_orders():
+    "LR_Find sets the lr with the same priority as a ParamScheduler, just after the default order of callbacks."
+    assert ParamScheduler._order == Callback._order + 1 == LR_Find._order
+    assert TrainEvalCallback._order < Callback._order
+
+
 def test_lr_find_runs_max_iter_without_explosion():
     learn = make_learner()
     finder = LR_Find(max_iter=12, min_lr=1e-4, max_lr=1e-2)
@@ -216,7 +238,7 @@ def test_lr_find_runs_max_iter_without_explosion():
 
 def test_lr_find_stops_on_nan_loss():
     class NanAt(Callback):
-        _order = 0                       # before LR_Find (_order 1) sees the loss
+        _order = LR_Find._order - 1      # before LR_Find sees the loss
         def after_loss(self):
             if self.run.in_train and self.n_iter == 5: self.run.loss = self.loss * float('nan')
     learn = make_learner()
@@ -251,7 +273,14 @@ def test_find_lr_restores_learner_and_suggests(capsys):
     assert torch.equal(torch.get_rng_state(), rng0)
     i = min(range(len(finder.smooth_losses)), key=finder.smooth_losses.__getitem__)
     assert finder.suggestion == pytest.approx(finder.lrs[i] / 10)
-    assert len(finder.plot().lines) == 3
+    ax = finder.plot()
+    raw, smooth, mark = ax.lines
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == ('learning rate (log scale)', 'loss', 'log')
+    assert list(raw.get_xdata()) == finder.lrs and list(raw.get_ydata()) == finder.losses
+    assert list(smooth.get_xdata()) == finder.lrs and list(smooth.get_ydata()) == finder.smooth_losses
+    assert list(mark.get_xdata()) == pytest.approx([finder.suggestion] * 2)          # the vertical line
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        'batch loss', 'smoothed loss', f'suggestion {finder.suggestion:.2g}']
     plt.close('all')
 
 
@@ -309,7 +338,7 @@ def test_lr_find_suggestion_needs_a_finite_loss():
 
 def test_lr_find_suggestion_skips_non_finite_losses():
     class NanFirst(Callback):
-        _order = 0                       # before LR_Find (_order 1) sees the loss
+        _order = LR_Find._order - 1      # before LR_Find sees the loss
         def after_loss(self):
             if self.run.in_train: self.run.loss = self.loss * float('nan')
     learn = make_learner()

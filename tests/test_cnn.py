@@ -201,7 +201,7 @@ def test_init_cnn_gives_kaiming_std(uniform, a):
 
 class Spy(Callback):
     "Writes down the devices and shapes the model sees."
-    _order = 5
+    _order = BatchTransformXCallback._order + 1                        # after every change to the batch
     def begin_fit(self): self.seen = []
     def after_pred(self):
         self.seen.append((self.xb.device, self.yb.device, next(self.model.parameters()).device, tuple(self.xb.shape)))
@@ -221,6 +221,11 @@ def test_device_callback_moves_model_and_batches(device):
     for xd, yd, pd, shape in spy.seen:
         assert (xd.type, yd.type, pd.type) == (d.type,) * 3 and shape[1:] == (1, 28, 28)
     assert all(p.device.type == d.type for p in model.parameters())
+
+
+def test_callback_orders():
+    "The batch reaches the device first, then the transform, so the transform runs on the device."
+    assert DeviceCallback._order == Callback._order + 1 and BatchTransformXCallback._order == DeviceCallback._order + 1
 
 
 def test_default_device_choice():
@@ -307,7 +312,34 @@ def test_activation_stats_one_entry_per_layer_per_training_batch():
         assert [len(s) for s in h.stats] == [n_train] * 3
         assert get_hist(h).shape == (40, n_train) and get_near_zero(h).shape == (n_train,)
     assert n_hooks(learn.model) == 0                                             # removed after fit
-    learn.activation_stats.plot_stats(); learn.activation_stats.plot_hist(); learn.activation_stats.plot_near_zero()
+    plt.close('all')
+
+
+def test_activation_stats_plots_draw_the_recorded_stats():
+    torch.manual_seed(0)
+    data = tiny_data()
+    learn = get_cnn_learner(data, [4, 8], 0.1, cbs=[BatchTransformXCallback(mnist_resize), ActivationStats()])
+    learn.fit(2)
+    stats, hooks, n_train = learn.activation_stats, learn.activation_stats.hooks, 2 * len(data.train_dl)
+    axs = stats.plot_stats(n=4)                                  # the first 4 batches: mean, std
+    assert [ax.get_title() for ax in axs] == ['activation mean', 'activation std']
+    assert all(ax.get_xlabel() == 'batch' for ax in axs)
+    for ax, k in zip(axs, (0, 1)):
+        assert [l.get_label() for l in ax.lines] == ['layer 0', 'layer 1', 'layer 2']
+        for line, h in zip(ax.lines, hooks):
+            assert line.get_ydata() == pytest.approx(torch.stack(h.stats[k][:4]).numpy())
+    assert [t.get_text() for t in axs[0].get_legend().get_texts()] == ['layer 0', 'layer 1', 'layer 2']
+    axs = stats.plot_hist()
+    assert len(axs) == 3 and [ax.get_title() for ax in axs] == ['layer 0', 'layer 1', 'layer 2']
+    assert axs[0].get_ylabel() == 'activation'
+    for ax, h in zip(axs, hooks):
+        (im,) = ax.images
+        assert (im.get_array() == get_hist(h).log1p().numpy()).all()           # (bins, batches) of log counts
+        assert tuple(im.get_extent()) == (0, n_train, -7., 7.)
+    ax = stats.plot_near_zero()
+    assert ax.get_title() == 'fraction of activations near zero' and ax.get_ylim() == (0, 1.02)
+    assert len(ax.lines) == 3
+    for line, h in zip(ax.lines, hooks): assert line.get_ydata() == pytest.approx(get_near_zero(h).numpy())
     plt.close('all')
 
 

@@ -1,35 +1,34 @@
-"""The data block pipeline of lesson 08 (issue 16) on small image trees built in tmp_path: export_image_folder
-(atomic files, skip, resume, refusals), get_files, ItemList indexing, splitting, labelling, CategoryProcessor,
-transforms, decode_once and databunchify, checked against the tensors the trees were written from."""
+"""Lesson 00a's export_image_folder (atomic files, skip, resume, refusals) on small image trees built in tmp_path,
+and the data block pipeline of lessons 08 and 08a on them: get_files, ItemList indexing, splitting, labelling,
+CategoryProcessor, transforms, databunchify, decode_once and file_batches, checked against the tensors the trees
+were written from."""
 import json
+import os
+import subprocess
 
 import pytest
 import torch
 from PIL import Image
 
+import exp.nb_00a as nb00a
 import exp.nb_08 as nb
-from exp.nb_00a import load_fashion_sample
+from exp.nb_00a import ImageError, export_image_folder, load_fashion_sample
 from exp.nb_08 import (
     CategoryProcessor,
-    ImageError,
     ImageList,
     ItemList,
     SplitData,
-    compare_epochs,
     compose,
     databunchify,
-    decode_once,
-    export_image_folder,
-    file_batches,
     get_files,
     grandparent_splitter,
     image_extensions,
     label_by_func,
-    normalize_chan,
     parent_labeler,
     to_byte_tensor,
     to_float_tensor,
 )
+from exp.nb_08a import compare_epochs, decode_once, file_batches, model_summary, normalize_chan
 
 CLASSES = ['T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 
@@ -86,29 +85,45 @@ def test_export_skips_a_complete_tree(tree, sample, capsys):
     assert {p: p.stat().st_mtime_ns for p in (tree/'train').rglob('*.png')} == before
 
 
+def _dead_pid():
+    "The process id of a process that has ended."
+    p = subprocess.Popen(['true'])
+    p.wait()
+    return p.pid
+
+
 def test_export_resumes_after_an_interrupted_write(tmp_path, sample, monkeypatch, capsys):
     x, y, _, _ = sample
-    real, calls = nb._save_png, []
+    real, calls, dead = nb00a._save_png, [], _dead_pid()
     def dying_save(img, fn):
-        if len(calls) == 20:   # the 21st file: leave a half-written temp file behind, then die
-            fn.with_name(f'.{fn.name}.tmp').write_bytes(b'\x89PNG\r\n')
+        if len(calls) == 20:   # the 21st file: a killed writer leaves its half-written temp file behind
+            fn.with_name(f'.{fn.name}.{dead}.abc123.tmp').write_bytes(b'\x89PNG\r\n')
             raise KeyboardInterrupt
         calls.append(fn); real(img, fn)
-    monkeypatch.setattr(nb, '_save_png', dying_save)
+    monkeypatch.setattr(nb00a, '_save_png', dying_save)
     with pytest.raises(KeyboardInterrupt): export_image_folder(x, y, CLASSES, tmp_path, 'train', show=False)
     assert json.loads((tmp_path/'train'/'.export.json').read_text())['complete'] is False
     assert len(list((tmp_path/'train').rglob('*.png'))) == 20
     assert list((tmp_path/'train').rglob('.*.tmp'))           # the interrupted file's temp file is there
-    monkeypatch.setattr(nb, '_save_png', real)
+    live = tmp_path/'train'/CLASSES[0]/f'.99.png.{os.getpid()}.xyz789.tmp'
+    live.write_bytes(b'')                                       # a writer that is still running: left alone
+    monkeypatch.setattr(nb00a, '_save_png', real)
     export_image_folder(x, y, CLASSES, tmp_path, 'train', show=False)
     assert 'wrote 40 of 60 images (resumed)' in capsys.readouterr().out
-    assert not list((tmp_path/'train').rglob('.*.tmp'))       # cleaned up
-    assert len(_pngs(tmp_path)) == len(x)                       # no duplicates, none missing
+    assert list((tmp_path/'train').rglob('.*.tmp')) == [live]  # the dead writer's temp file is cleaned up
+    assert len(_pngs(tmp_path)) == len(x) + 1                   # no duplicates, none missing (+ the live temp file)
     ll = label_by_func(SplitData.split_by_func(ImageList.from_files(tmp_path, tfms=[to_byte_tensor, to_float_tensor]),
                                                grandparent_splitter), parent_labeler, proc_y=CategoryProcessor(CLASSES))
     xs, ys = _in_original_order(ll.train)
     assert torch.equal(xs, x) and torch.equal(ys, y)
     assert json.loads((tmp_path/'train'/'.export.json').read_text())['complete'] is True
+
+
+def test_stale_tmp_recognises_only_dead_writers():
+    dead = _dead_pid()
+    assert nb00a._stale_tmp(f'.01.png.{dead}.abc123.tmp') and nb00a._stale_tmp('.01.png.tmp')
+    assert not nb00a._stale_tmp(f'.01.png.{os.getpid()}.abc123.tmp')
+    assert not nb00a._stale_tmp('01.png') and not nb00a._stale_tmp('.export.json')
 
 
 def test_export_rewrites_a_deleted_file_of_a_complete_tree(tree, sample, capsys):
@@ -357,7 +372,6 @@ def test_default_num_workers_leaves_training_its_cores(monkeypatch):
 def test_model_summary_shapes_params_and_no_side_effects(capsys):
     from torch import nn
 
-    from exp.nb_08 import model_summary
     model = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU()),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     before = {k: v.clone() for k, v in model.state_dict().items()}

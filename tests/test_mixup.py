@@ -1,5 +1,6 @@
 """Tests for exp.nb_10b: LabelSmoothingCrossEntropy against PyTorch, and the MixUp callback (the mixed batch and
-loss its formulas give, off in validation, the learner's loss function restored)."""
+loss its formulas give, off in validation, the learner's loss function never replaced), with PyTorch's, lesson 03's
+and the label-smoothing loss."""
 from functools import partial
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exp.nb_03 import cross_entropy as cross_entropy_03
 from exp.nb_04 import AvgStatsCallback, Callback, Learner
 from exp.nb_10b import LabelSmoothingCrossEntropy, MixUp
 
@@ -45,11 +47,11 @@ class Spy(Callback):
         self.seen.append((self.in_train, self.xb.clone(), self.yb.clone(), loss, pred))
 
 
-LOSSES = [F.cross_entropy, LabelSmoothingCrossEntropy(0.1), LabelSmoothingCrossEntropy(0.1, 'sum')]
+LOSSES = [F.cross_entropy, cross_entropy_03, LabelSmoothingCrossEntropy(0.1), LabelSmoothingCrossEntropy(0.1, 'sum')]
 
 
 @pytest.mark.parametrize('loss_func', LOSSES,
-                         ids=['F.cross_entropy', 'LSCE-mean', 'LSCE-sum'])
+                         ids=['F.cross_entropy', 'nb_03.cross_entropy', 'LSCE-mean', 'LSCE-sum'])
 def test_mixup_mixes_batch_and_loss_by_the_formula_and_is_off_in_validation(loss_func):
     data = make_data(n_train=16, n_valid=8, bs=16)    # one training batch, one validation batch, in order
     torch.manual_seed(0)

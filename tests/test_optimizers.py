@@ -365,3 +365,17 @@ def test_steppers_must_be_functions_or_stats():
         Optimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)
     with pytest.raises(TypeError, match='3 is not a stepper'): StatefulOptimizer(m.parameters(), [3], lr=0.1)
     StatefulOptimizer(m.parameters(), [AverageGrad(), momentum_step], lr=0.1)          # fine
+    with pytest.raises(ValueError, match='ForeachOptimizer: got no parameters'): sgd_opt([], 0.1, foreach=True)
+
+
+def test_plain_optimizer_has_the_patched_state_dict():
+    "state_dict/load_state_dict are Optimizer's own methods (added with patch), so a stateless optimizer has them."
+    assert Optimizer.state_dict.__qualname__ == 'Optimizer.state_dict'
+    assert Optimizer.load_state_dict.__qualname__ == 'Optimizer.load_state_dict'
+    m = small_model()
+    a = Optimizer(m.parameters(), sgd_step, lr=0.3)
+    sd = a.state_dict()
+    assert sd['state'] == {} and sd['param_groups'][0]['params'] == [0, 1, 2, 3]
+    b = Optimizer(m.parameters(), sgd_step, lr=1.)
+    b.load_state_dict(sd)
+    assert b.param_groups[0]['lr'] == 0.3

@@ -10,7 +10,7 @@ from torch import nn
 
 from exp.nb_00a import load_fashion_sample
 from exp.nb_03 import ArrayDataset, get_dls
-from exp.nb_04 import DataBunch, Learner
+from exp.nb_04 import DataBunch, Learner, eval_mode
 from exp.nb_05 import one_cycle_cbs
 from exp.nb_07 import BatchNorm
 from exp.nb_09 import adam_opt
@@ -121,6 +121,7 @@ def test_load_pretrained_refuses_pickled_objects(tmp_path):
 
 
 def test_pretrain_then_fine_tune_on_the_sample_lowers_the_loss(tmp_path):
+    "Fine-tuning starts from the saved weights (a load_pretrained that does nothing fails here) and learns."
     x_train, y_train, x_valid, y_valid = load_fashion_sample()
     m, s = x_train.mean(), x_train.std()
     x_train, x_valid = (((x - m) / s).view(-1, 1, 28, 28) for x in (x_train, x_valid))
@@ -132,15 +133,18 @@ def test_pretrain_then_fine_tune_on_the_sample_lowers_the_loss(tmp_path):
                                                                          ArrayDataset(xa[:64], ya[:64]), 64), c=5), lr=1e-2)
     pre.fit(1, cbs=one_cycle_cbs(1e-2))
     path = save_pretrained(pre.model, tmp_path / 'pre.pt')
-    model = freeze_body(replace_head(load_pretrained(tiny_model(), path), 5))
+    model = load_pretrained(tiny_model(), path)
+    saved = pre.model.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())   # the pretrained weights, loaded
+    with eval_mode(model), eval_mode(pre.model):                                    # so the body computes the same
+        body = lambda m: nn.Sequential(*list(m.children())[:-1])
+        assert torch.equal(body(model)(xb[:64]), body(pre.model)(xb[:64]))
+    model = freeze_body(replace_head(model, 5))
     data = DataBunch(*get_dls(ArrayDataset(xb[:256], yb[:256]), ArrayDataset(xb[:256], yb[:256]), 64), c=5)
     learn = Learner(model, opt, F.cross_entropy, data, lr=1e-2, splitter=body_head_splitter)
 
     def loss_now():
-        model.eval()
-        with torch.no_grad(): out = F.cross_entropy(model(xb[:256]), yb[:256]).item()
-        model.train()
-        return out
+        with eval_mode(model): return F.cross_entropy(model(xb[:256]), yb[:256]).item()
     start = loss_now()
     learn.fit(2, cbs=one_cycle_group_cbs([1e-2, 1e-2]))
     unfreeze_all(model)
