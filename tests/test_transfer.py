@@ -129,8 +129,8 @@ def test_pretrain_then_fine_tune_on_the_sample_lowers_the_loss(tmp_path):
     xb, yb = class_subset(x_train, y_train, (1, 4, 6, 7, 9))
     opt = partial(adam_opt, wd=1e-2)
     torch.manual_seed(0)
-    pre = Learner(tiny_model(), opt, F.cross_entropy, DataBunch(*get_dls(ArrayDataset(xa[:512], ya[:512]),
-                                                                         ArrayDataset(xa[:64], ya[:64]), 64), c=5), lr=1e-2)
+    pre_data = DataBunch(*get_dls(ArrayDataset(xa[:512], ya[:512]), ArrayDataset(xa[:64], ya[:64]), 64), c=5)
+    pre = Learner(tiny_model(), opt, F.cross_entropy, pre_data, lr=1e-2)
     pre.fit(1, cbs=one_cycle_cbs(1e-2))
     path = save_pretrained(pre.model, tmp_path / 'pre.pt')
     model = load_pretrained(tiny_model(), path)
