@@ -6,8 +6,10 @@
     python run_notebook.py nbs/02_fully_connected.ipynb --save
 
 Options: --timeout S (seconds each cell may take; default 600), --workers N (notebooks run at once, each in
-its own kernel; default 1), --save (write each notebook that passed back with its outputs, without timing
-metadata; a notebook that failed is never written), --no-check (skip the exp/ sync check below).
+its own kernel; default 1), --threads N (OMP_NUM_THREADS for each kernel: with --workers 2 on 2 cores, use
+--threads 1, or the kernels' threads fight over the cores), --save (write each notebook that passed back with
+its outputs, without timing metadata; a notebook that failed is never written), --no-check (skip the exp/ sync
+check below).
 
 Each notebook runs top to bottom in a fresh kernel on this Python, with the notebook's folder as working
 directory. A line is printed as each notebook finishes; a failure is explained (the cell, its source with
@@ -19,8 +21,8 @@ Before running notebooks of this repo's nbs/, exp/ is checked to be in sync with
 Exit codes: 0 every notebook passed, 1 a notebook failed or exp/ is out of sync, 2 usage error,
 130 interrupted (Ctrl-C stops every kernel).
 
-In Python: `run_notebook(path)` returns a NotebookResult (`.passed`, `.report()`); tests/test_notebooks.py
-uses it to make each lesson a pytest test.
+In Python: `run_notebook(path)` returns a NotebookResult (`.passed`, `.report()`); `NotebookRunner` runs several
+at once (tests/test_notebooks.py uses it to make each lesson a pytest test).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +168,9 @@ def _failure(nb, state: dict, kind: str, message: str, **extra) -> CellFailure:
                        cell.get('execution_count') or state['count'], cell.source, output=_clean(output), **extra)
 
 
-def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels: set) -> NotebookResult:
-    "Run one notebook in a fresh kernel; never raises for a failure of the notebook."
+def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels: set,
+         env: dict | None = None) -> NotebookResult:
+    "Run one notebook in a fresh kernel (with environment `env`, if given); never raises for a failure of the notebook."
     import nbformat
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
@@ -194,7 +197,8 @@ def _run(path: Path, timeout: float, save: bool, stop: threading.Event, kernels:
             client = NotebookClient(nb, km=km, timeout=timeout, record_timing=False, shutdown_kernel='immediate',
                                     resources={'metadata': {'path': str(path.parent)}})
             client.on_notebook_start, client.on_cell_execute = on_start, on_cell
-            asyncio.run(client.async_execute(cleanup_kc=True, stdout=log, stderr=log))  # ends every task
+            extra = {} if env is None else {'env': env}
+            asyncio.run(client.async_execute(cleanup_kc=True, stdout=log, stderr=log, **extra))  # ends every task
         except CellExecutionError as e:
             cell = nb.cells[state['cell']]
             errors = [o for o in cell.outputs if o.output_type == 'error']
@@ -236,34 +240,56 @@ def _log(log) -> str:
     return _clean(text) if text.strip() else ''
 
 
+class NotebookRunner:
+    """Runs notebooks `workers` at a time, each in a fresh kernel (on `threads` threads, if given): `submit(path)`
+    gives a Future of its NotebookResult, `kill()` drops queued notebooks and kills every running kernel.
+
+    Leaving a `with` block waits for the notebooks submitted, or kills them when an exception (Ctrl-C) ends it."""
+    def __init__(self, timeout: float = 600, workers: int = 1, save: bool = False, threads: int | None = None,
+                 on_done=None):
+        self.timeout, self.save, self.on_done = timeout, save, on_done
+        self.env = None if threads is None else {**os.environ, 'OMP_NUM_THREADS': str(threads)}
+        self.stop, self.kernels = threading.Event(), set()
+        self.pool = ThreadPoolExecutor(workers)  # worker threads, so nbclient installs no signal handlers
+
+    def _one(self, path: Path) -> NotebookResult:
+        result = _run(path, self.timeout, self.save, self.stop, self.kernels, self.env)
+        if self.on_done and not self.stop.is_set():
+            self.on_done(result)
+        return result
+
+    def submit(self, path: Path | str) -> Future:
+        "Queue one notebook; a Future of its NotebookResult."
+        return self.pool.submit(self._one, Path(path).resolve())
+
+    def kill(self) -> None:
+        "Start no more notebooks or cells, kill every running kernel, and wait for the worker threads to end."
+        self.stop.set()
+        for kernel in list(self.kernels):
+            kernel.kill()
+        self.pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> NotebookRunner:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.kill() if kind else self.pool.shutdown()
+
+
 def run_notebooks(paths: list[Path], timeout: float = 600, workers: int = 1, save: bool = False,
-                  on_done=None) -> list[NotebookResult]:
+                  on_done=None, threads: int | None = None) -> list[NotebookResult]:
     """Run notebooks, `workers` at a time, each in its own kernel; the results in the order given.
 
     `on_done(result)` is called from a worker thread as each notebook finishes. Ctrl-C kills every running
     kernel and raises KeyboardInterrupt once their threads have ended."""
-    stop, kernels = threading.Event(), set()
-
-    def one(path: Path) -> NotebookResult:
-        result = _run(Path(path).resolve(), timeout, save, stop, kernels)
-        if on_done and not stop.is_set():
-            on_done(result)
-        return result
-
-    with ThreadPoolExecutor(workers) as pool:  # worker threads, so nbclient installs no signal handlers
-        try:
-            return list(pool.map(one, paths))
-        except KeyboardInterrupt:
-            stop.set()
-            for kernel in list(kernels):
-                kernel.kill()
-            pool.shutdown(cancel_futures=True)
-            raise
+    with NotebookRunner(timeout, workers, save, threads, on_done) as runner:
+        return [f.result() for f in [runner.submit(p) for p in paths]]
 
 
-def run_notebook(path: Path | str, timeout: float = 600, save: bool = False) -> NotebookResult:
-    "Run one notebook (blocking): the function the pytest notebook tests call."
-    return run_notebooks([Path(path)], timeout, 1, save)[0]
+def run_notebook(path: Path | str, timeout: float = 600, save: bool = False,
+                 threads: int | None = None) -> NotebookResult:
+    "Run one notebook (blocking)."
+    return run_notebooks([Path(path)], timeout, 1, save, threads=threads)[0]
 
 
 # --------------------------------------------------------------------------- command line
@@ -330,6 +356,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('paths', nargs='*', metavar='NOTEBOOK', help='notebooks or folders of them (default: nbs/)')
     p.add_argument('--timeout', type=_positive(float), default=600, metavar='S', help='seconds each cell may take')
     p.add_argument('--workers', type=_positive(int), default=1, metavar='N', help='notebooks run at once')
+    p.add_argument('--threads', type=_positive(int), metavar='N',
+                   help="threads each kernel's torch uses (OMP_NUM_THREADS; default: torch's own, one per core)")
     p.add_argument('--save', action='store_true', help='write each notebook that passed back with its outputs')
     p.add_argument('--no-check', action='store_true', help='skip the check that exp/ is in sync with nbs/')
     return p
@@ -348,7 +376,7 @@ def run(opts: argparse.Namespace) -> int:
         with lock:  # one whole block at a time, so that parallel notebooks never interleave
             print(r.line(width) + ('\n' + r.report() if r.failure else ''), flush=True)
 
-    results = run_notebooks(paths, opts.timeout, opts.workers, opts.save, done)
+    results = run_notebooks(paths, opts.timeout, opts.workers, opts.save, done, opts.threads)
     print('\n' + format_summary(results))
     return 0 if all(r.passed for r in results) else 1
 

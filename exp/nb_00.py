@@ -80,11 +80,15 @@ def _alive(pid):
     except PermissionError: return True
     return True
 
+def _stale(name):
+    "Whether `name` is an `atomic_write` temp file (`.{target}.{pid}.{random}.tmp`) whose process is gone."
+    parts = name[1:-len('.tmp')].rsplit('.', 2) if name.startswith('.') and name.endswith('.tmp') else []
+    return len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1]))
+
 def _remove_leftovers(path):
     "Remove the temp files of earlier `atomic_write`s to `path` whose processes are gone."
     for t in path.parent.glob(f'.{glob.escape(path.name)}.*.tmp'):
-        pid = t.name[len(path.name) + 2:].split('.')[0]
-        if pid.isdigit() and not _alive(int(pid)): t.unlink(missing_ok=True)
+        if _stale(t.name): t.unlink(missing_ok=True)
 
 
 # %% nbs/00_exports.ipynb, code cell 14

@@ -12,8 +12,12 @@ from pathlib import Path as _Path
 import numpy as _np
 from PIL import Image as _Image
 from tqdm.auto import tqdm as _tqdm
+from tqdm.std import tqdm as _text_bar  # plain text, in a notebook too
 import exp as _exp
-from exp.nb_00 import _alive
+from exp.nb_00 import _stale
+import contextlib as _contextlib
+try: import fcntl as _fcntl
+except ImportError: _fcntl = None  # not on Windows
 import torch
 from torch import tensor
 import matplotlib.pyplot as plt
@@ -44,22 +48,17 @@ def _short(p):
 
 
 # %% nbs/00a_data.ipynb, code cell 6
-def _progress(done, total, width=30):
-    "Redraw a one-line text progress bar on stderr."
-    if total: bar = f"[{'#' * (width * done // total):.<{width}}] {done / 2**20:5.1f} of {total / 2**20:.1f} MB"
-    else: bar = f"{done / 2**20:5.1f} MB"
-    _sys.stderr.write(f'\r  {bar}'); _sys.stderr.flush()
-
-def _fetch(url, timeout, what):
-    "The body of `url`, streamed with a progress bar; DataError if it is cut short."
+def _fetch(url, timeout, what, max_bytes=64 * 2**20):
+    "The body of `url`, streamed with a progress bar; DataError if it is cut short or larger than `max_bytes`."
     with _request.urlopen(url, timeout=timeout) as r:
         print(f'Downloading {what} from {url}', file=_sys.stderr)
-        total, body, shown = int(r.headers.get('Content-Length') or 0), bytearray(), -1
-        while chunk := r.read(1 << 16):
-            body += chunk
-            step = len(body) * 50 // total if total else len(body) >> 20
-            if step != shown: _progress(len(body), total); shown = step
-    _sys.stderr.write('\n')
+        total, body = int(r.headers.get('Content-Length') or 0), bytearray()
+        too_big = DataError(f'refused: {url} is larger than the {max_bytes:,} bytes any file here needs')
+        if total > max_bytes: raise too_big
+        with _text_bar(total=total or None, unit='B', unit_scale=True, file=_sys.stderr, ascii=True) as bar:
+            while chunk := r.read(1 << 16):
+                body += chunk; bar.update(len(chunk))
+                if len(body) > max_bytes: raise too_big
     if total and len(body) < total: raise DataError(f'truncated download: got {len(body):,} of {total:,} bytes')
     return bytes(body)
 
@@ -419,12 +418,6 @@ def _save_png(img, fn):
 
 
 # %% nbs/00a_data.ipynb, code cell 41
-def _stale_tmp(name):
-    "Whether file `name` is a temporary file left by a writer that is gone (no live process id in its name)."
-    if not (name.startswith('.') and name.endswith('.tmp')): return False
-    parts = name[1:-len('.tmp')].rsplit('.', 2)
-    return not (len(parts) == 3 and parts[1].isdigit() and _alive(int(parts[1])))
-
 def _present(root, classes):
     "The visible file names in each class folder of `root` (a dict of sets); removes stale temporary files."
     res = {}
@@ -433,7 +426,7 @@ def _present(root, classes):
         if folder.is_dir():
             with _os.scandir(folder) as it:
                 for e in it:
-                    if _stale_tmp(e.name): _os.unlink(e.path)
+                    if _stale(e.name): _os.unlink(e.path)  # lesson 00's test for a dead writer's file
                     elif not e.name.startswith('.'): names.add(e.name)
         res[c] = names
     return res
@@ -479,10 +472,25 @@ def _check_labels(y, n, classes):
 
 
 # %% nbs/00a_data.ipynb, code cell 44
+@_contextlib.contextmanager
+def _one_writer(root):
+    "Hold an exclusive lock on the folder `root` (made if need be) while the block runs (POSIX; elsewhere none)."
+    root.mkdir(parents=True, exist_ok=True)
+    if _fcntl is None: yield; return
+    fd = _os.open(root, _os.O_RDONLY)
+    try: _fcntl.flock(fd, _fcntl.LOCK_EX); yield
+    finally: _os.close(fd)  # closing releases the lock
+
+
+# %% nbs/00a_data.ipynb, code cell 45
 def export_image_folder(x, y, classes, dest, split='train', show=False):
     "Write images `x` (uint8, or floats in [0,1]) with labels `y` as PNGs dest/split/<class>/<index>.png; resumes."
     x, y, classes, root = _as_uint8_images(x), torch.as_tensor(y).cpu(), list(classes), _Path(dest)/split
     _check_classes(classes); _check_labels(y, len(x), classes)
+    with _one_writer(root): return _export(x, y, classes, root, split, show)
+
+def _export(x, y, classes, root, split, show):
+    "export_image_folder's work, with the checked inputs, while it holds the tree's lock."
     info, width = _tree_info(x, y, classes), len(str(max(len(x) - 1, 0)))
     complete, todo = _check_tree(root, info), _missing(root, y, classes, width)
     if complete and not todo: print(f'{_short(root)}: complete ({len(x):,} images), nothing to do'); return root

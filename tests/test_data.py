@@ -162,7 +162,7 @@ def test_download_success(data, tiny, server, monkeypatch, capsys):
     get_data()  # the cache is used: no second download
     assert server.hits == ['/mnist.pkl.gz']
     out, err = capsys.readouterr()
-    assert 'Downloading MNIST from http://127.0.0.1' in err and '#' * 30 in err
+    assert 'Downloading MNIST from http://127.0.0.1' in err and '100%' in err  # tqdm's bar, on stderr
     assert out.count('Using full MNIST from $FOUNDATIONS_DATA/mnist.pkl.gz') == 2 and str(data) not in out
 
 
@@ -178,6 +178,11 @@ def test_download_truncated(data, tiny, server, capsys):
     url = server.url('/mnist.pkl.gz', body, sent=len(body) // 2)
     with pytest.raises(MnistError, match='truncated download') as e: download_mnist(urls=[url])
     assert url in str(e.value) and _files(data) == []
+
+
+def test_download_larger_than_expected_is_refused(data, server):
+    url = server.url('/big.pkl.gz', b'x' * 5000)
+    with pytest.raises(nb.DataError, match='larger than the 4,096 bytes'): nb._fetch(url, 5, 'MNIST', max_bytes=4096)
 
 
 def test_download_timeout(data, tiny, server):

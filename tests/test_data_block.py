@@ -5,11 +5,13 @@ were written from."""
 import json
 import os
 import subprocess
+import threading
 
 import pytest
 import torch
 from PIL import Image
 
+import exp.nb_00 as nb00
 import exp.nb_00a as nb00a
 import exp.nb_08 as nb
 from exp.nb_00a import ImageError, export_image_folder, load_fashion_sample
@@ -85,6 +87,20 @@ def test_export_skips_a_complete_tree(tree, sample, capsys):
     assert {p: p.stat().st_mtime_ns for p in (tree/'train').rglob('*.png')} == before
 
 
+def test_two_exports_of_one_tree_take_turns(tmp_path, sample, capsys):
+    x, y, _, _ = sample
+    root = tmp_path/'png'/'train'
+    with nb00a._one_writer(root):  # another export holds the tree
+        t = threading.Thread(target=export_image_folder, args=(x, y, CLASSES, tmp_path/'png', 'train'))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not list(root.rglob('*.png'))  # it waits for the lock before it looks
+    t.join(30)
+    assert not t.is_alive() and len(list(root.rglob('*.png'))) == len(x)
+    export_image_folder(x, y, CLASSES, tmp_path/'png', 'train')
+    assert 'nothing to do' in capsys.readouterr().out
+
+
 def _dead_pid():
     "The process id of a process that has ended."
     p = subprocess.Popen(['true'])
@@ -119,11 +135,11 @@ def test_export_resumes_after_an_interrupted_write(tmp_path, sample, monkeypatch
     assert json.loads((tmp_path/'train'/'.export.json').read_text())['complete'] is True
 
 
-def test_stale_tmp_recognises_only_dead_writers():
+def test_stale_recognises_only_dead_writers():
     dead = _dead_pid()
-    assert nb00a._stale_tmp(f'.01.png.{dead}.abc123.tmp') and nb00a._stale_tmp('.01.png.tmp')
-    assert not nb00a._stale_tmp(f'.01.png.{os.getpid()}.abc123.tmp')
-    assert not nb00a._stale_tmp('01.png') and not nb00a._stale_tmp('.export.json')
+    assert nb00._stale(f'.01.png.{dead}.abc123.tmp') and not nb00._stale('.01.png.tmp')
+    assert not nb00._stale(f'.01.png.{os.getpid()}.abc123.tmp')
+    assert not nb00._stale('01.png') and not nb00._stale('.export.json')
 
 
 def test_export_rewrites_a_deleted_file_of_a_complete_tree(tree, sample, capsys):

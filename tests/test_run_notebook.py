@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from run_notebook import run_notebook
+from run_notebook import NotebookRunner, run_notebook
 
 from conftest import META, make_nb
 
@@ -144,13 +144,24 @@ def test_runner_function_returns_a_structured_result(folder):
     assert result.report().startswith(f'=== {result.name} failed in code cell 2 of 3 (In [2])')
 
 
+def test_threads_reach_the_kernel_and_kill_stops_a_running_notebook(tmp_path):
+    threads = make_nb(tmp_path / '01_threads.ipynb', ['import os, torch\nprint(os.environ["OMP_NUM_THREADS"])\n'
+                                                     'assert torch.get_num_threads() == 1'])
+    loop = make_folder(tmp_path, ['05_loop']) / '05_loop.ipynb'
+    with NotebookRunner(timeout=60, workers=2, threads=1) as runner:
+        done, spinning = runner.submit(threads), runner.submit(loop)
+        assert done.result().passed, done.result().report()
+        runner.kill()  # the loop would run for its 60 s timeout; a killed kernel ends it at once
+        assert not spinning.result(timeout=20).passed  # killed, or stopped before its first cell if still starting
+
+
 # ----------------------------------------------------------------------------------------- usage errors
 
 @pytest.mark.parametrize('args', [
     ['missing.ipynb'], ['notes.txt'], ['broken.ipynb'], ['empty'], ['nbs', '--bogus'], ['nbs', '--workers', '0'],
-    ['nbs', '--workers', 'two'], ['nbs', '--timeout', '-1'], ['nbs', '--save=yes'],
+    ['nbs', '--workers', 'two'], ['nbs', '--timeout', '-1'], ['nbs', '--save=yes'], ['nbs', '--threads', '0'],
 ], ids=['missing', 'not-a-notebook', 'not-json', 'no-notebooks', 'unknown-option', 'workers-0', 'workers-word',
-        'timeout-negative', 'flag-with-value'])
+        'timeout-negative', 'flag-with-value', 'threads-0'])
 def test_usage_errors_exit_2_with_the_usage_line(tmp_path, args):
     (tmp_path / 'notes.txt').write_text('hi')
     (tmp_path / 'broken.ipynb').write_text('{"cells": [')
