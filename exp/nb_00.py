@@ -92,10 +92,10 @@ def _remove_leftovers(path):
 
 
 # %% nbs/00_exports.ipynb, code cell 14
-def atomic_write(path, data):
+def atomic_write(path, data, tidy=True):
     "Write `data` (bytes, str, or a function that writes to a binary file) to `path` via a temp file and a rename."
     path = Path(path)
-    _remove_leftovers(path)
+    if tidy: _remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}.', suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:

@@ -414,7 +414,7 @@ def _tree_info(x, y, classes):
 def _save_png(img, fn):
     "Save the uint8 image (h, w) as the PNG `fn` with atomic_write."
     im = _Image.frombytes('L', (img.shape[1], img.shape[0]), img.numpy().tobytes())
-    atomic_write(fn, lambda f: im.save(f, format='PNG'))
+    atomic_write(fn, lambda f: im.save(f, format='PNG'), tidy=False)  # _present tidies each folder once
 
 
 # %% nbs/00a_data.ipynb, code cell 41

@@ -341,6 +341,19 @@ class ProgressCallback(Callback):
 
 
 # %% nbs/04_callbacks.ipynb, code cell 45
+def _brings(cbs, cls):
+    "Whether `cbs` holds a `cls` callback, as an instance or as the class itself."
+    return any(isinstance(c, cls) or (isinstance(c, type) and issubclass(c, cls)) for c in cbs)
+
+def reporting(cbs=None, metrics=(), report=True):
+    "`cbs` as a list, plus an AvgStatsCallback(metrics) and a ProgressCallback unless `report` is False or it has them."
+    cbs = _as_list(cbs)
+    if report and not _brings(cbs, AvgStatsCallback): cbs.append(AvgStatsCallback(metrics))
+    if report and not _brings(cbs, ProgressCallback): cbs.append(ProgressCallback())
+    return cbs
+
+
+# %% nbs/04_callbacks.ipynb, code cell 47
 def _has(cb, name):
     "Whether `cb`'s class defines `name` (not merely reads it from the runner)."
     return callable(getattr(type(cb), name, None))
@@ -354,7 +367,7 @@ def _check_events(cb):
 _LOOP_ATTRS = ('epochs', 'epoch', 'dl', 'iters', 'xb', 'yb', 'pred', 'loss', 'in_train', 'n_iter', 'n_epochs')
 
 
-# %% nbs/04_callbacks.ipynb, code cell 46
+# %% nbs/04_callbacks.ipynb, code cell 48
 def _check_name(learn, cb, others=()):
     "Refuse `cb` if it is attached already, or its name is taken (by a callback, one of `others`, an attribute)."
     n = cb.name
@@ -379,7 +392,7 @@ def _check_parts(cbs, cb):
                              " only one callback may take over each part")
 
 
-# %% nbs/04_callbacks.ipynb, code cell 48
+# %% nbs/04_callbacks.ipynb, code cell 50
 @patch
 def add_cbs(self: Learner, cbs):
     "Attach callbacks (objects, or classes making one), all or none; each becomes `learn.<cb.name>`. Returns them."
@@ -399,7 +412,7 @@ def remove_cbs(self: Learner, cbs):
     self._handlers = None
 
 
-# %% nbs/04_callbacks.ipynb, code cell 51
+# %% nbs/04_callbacks.ipynb, code cell 53
 _BATCH_STEPS = ('begin_batch', 'after_pred', 'after_loss', 'after_backward', 'after_step')
 CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it ends: where it may be raised
     CancelBatchException: _BATCH_STEPS,
@@ -408,7 +421,7 @@ CANCEL_EVENTS = {    # for each cancel exception, the events inside the loop it 
 }
 
 
-# %% nbs/04_callbacks.ipynb, code cell 53
+# %% nbs/04_callbacks.ipynb, code cell 55
 @patch
 def _build_handlers(self: Learner):
     "Look up, once, each event's callback methods (lowest `_order` first) and who does each part of the step."
@@ -424,7 +437,7 @@ def _do(self: Learner, part):
     self._parts[part]()
 
 
-# %% nbs/04_callbacks.ipynb, code cell 54
+# %% nbs/04_callbacks.ipynb, code cell 56
 _CANCELS = tuple(CANCEL_EVENTS)
 
 @patch
@@ -443,4 +456,4 @@ def __call__(self: Learner, event):
 # %% what `from exp.nb_04 import *` hands over: the names defined above (see notebook2script.py)
 __all__ = ['AvgStats', 'AvgStatsCallback', 'CANCEL_EVENTS', 'Callback', 'CancelBatchException',
     'CancelEpochException', 'CancelTrainException', 'DataBunch', 'EVENTS', 'Learner', 'ProgressCallback',
-    'STEP_PARTS', 'TrainEvalCallback', 'camel2snake', 'eval_mode', 'get_learner', 'progress_enabled']
+    'STEP_PARTS', 'TrainEvalCallback', 'camel2snake', 'eval_mode', 'get_learner', 'progress_enabled', 'reporting']

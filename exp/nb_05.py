@@ -9,7 +9,7 @@ from exp.nb_00a import *
 from exp.nb_02 import *
 from exp.nb_03 import *
 from exp.nb_04 import *
-import bisect, copy, math, time
+import bisect, copy, math, sys, time
 import matplotlib.pyplot as plt
 import torch
 
@@ -36,19 +36,19 @@ class Recorder(Callback):
 
     def plot_hyper(self, h='lr', pgid=-1, ax=None):
         "Plot hyper-parameter `h` of parameter group `pgid` against the batch number."
-        ax = ax or plt.subplots(figsize=(5, 3))[1]
+        ax = ax or plt.subplots(layout='constrained', figsize=(5, 3))[1]
         ax.plot(self.vals[h][pgid]); ax.set_xlabel('batch'); ax.set_ylabel(h)
         return ax
 
     def plot_loss(self, skip_last=0, ax=None):
         "Plot the training loss against the batch number, leaving out the last `skip_last` batches."
-        ax = ax or plt.subplots(figsize=(5, 3))[1]
+        ax = ax or plt.subplots(layout='constrained', figsize=(5, 3))[1]
         ax.plot(self.losses[:len(self.losses) - skip_last]); ax.set_xlabel('batch'); ax.set_ylabel('loss')
         return ax
 
     def plot(self, skip_last=0, pgid=-1, ax=None):
         "Plot the loss against the learning rate (log scale), leaving out the last `skip_last` batches."
-        ax = ax or plt.subplots(figsize=(5, 3))[1]
+        ax = ax or plt.subplots(layout='constrained', figsize=(5, 3))[1]
         n = len(self.losses) - skip_last
         ax.plot(self.lrs[pgid][:n], self.losses[:n]); ax.set_xscale('log')
         ax.set_xlabel('learning rate (log scale)'); ax.set_ylabel('loss')
@@ -191,7 +191,7 @@ class LR_Find(Callback):
 @patch
 def plot(self: LR_Find, ax=None):
     "Plot loss against learning rate (log scale), raw and smoothed, with the suggestion marked."
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    ax = ax or plt.subplots(layout='constrained', figsize=(6, 3.5))[1]
     ax.plot(self.lrs, self.losses, alpha=0.3, label='batch loss')
     ax.plot(self.lrs, self.smooth_losses, label='smoothed loss')
     ax.axvline(self.suggestion, color='k', ls='--', label=f'suggestion {self.suggestion:.2g}')
@@ -200,8 +200,25 @@ def plot(self: LR_Find, ax=None):
 
 
 # %% nbs/05_anneal.ipynb, code cell 16
+LR_FIND_MIN_ITER = 50
+
+@patch
+def doubts(self: LR_Find):
+    "Reasons not to trust `suggestion` ([] when there are none): a short sweep, no clear fall, a minimum at an edge."
+    s, why = self.smooth_losses, []
+    if not s: return ['no sweep has run']
+    i = min(range(len(s)), key=lambda j: s[j] if math.isfinite(s[j]) else math.inf)
+    if len(s) < LR_FIND_MIN_ITER:
+        why.append(f'the sweep ran {len(s)} batches; a suggestion needs about {LR_FIND_MIN_ITER} (max_iter)')
+    if not s[i] < 0.9 * s[0]: why.append('the smoothed loss never fell 10% below where it started')
+    if i == 0: why.append('the lowest loss is at the first batch: start lower (min_lr)')
+    elif i == len(s) - 1 and not self.diverged: why.append('the loss still fell at max_lr: end higher (max_lr)')
+    return why
+
+
+# %% nbs/05_anneal.ipynb, code cell 17
 def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
-    "LR range test on `learn`; then restores its model, optimizer, callbacks and the global RNG. Returns the LR_Find."
+    "LR range test on `learn`, which it leaves as it was; the LR_Find: `.suggestion` (a number), `.doubts()`."
     model_state, opt_state = copy.deepcopy(learn.model.state_dict()), copy.deepcopy(learn.opt.state_dict())
     rng, cbs = torch.get_rng_state(), list(learn.cbs)
     keep = (TrainEvalCallback, *(keep if isinstance(keep, (list, tuple)) else [keep]))
@@ -215,9 +232,10 @@ def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
         torch.set_rng_state(rng)
         learn.add_cbs(others)
         learn.cbs[:] = cbs                    # the original order
+    for why in finder.doubts(): print(f'find_lr: the suggestion may mislead: {why}', file=sys.stderr)
     return finder
 
 
 # %% what `from exp.nb_05 import *` hands over: the names defined above (see notebook2script.py)
-__all__ = ['LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'one_cycle_cbs', 'sched_cos',
-    'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle']
+__all__ = ['LR_FIND_MIN_ITER', 'LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'one_cycle_cbs',
+    'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle']

@@ -223,7 +223,7 @@ class ActivationStats(Callback):
 
     def plot_stats(self, n=None, axs=None):
         "Mean and std of each layer's activations over the first `n` training batches (all if None)."
-        axs = axs if axs is not None else plt.subplots(1, 2, figsize=(10, 3.5))[1]
+        axs = axs if axs is not None else plt.subplots(1, 2, layout='constrained', figsize=(10, 3.5))[1]
         for i, h in enumerate(self.hooks):
             for ax, s in zip(axs, h.stats[:2]): ax.plot(torch.stack(s[:n]).cpu().numpy(), label=f'layer {i}')
         for ax, t in zip(axs, ['mean', 'std']): ax.set_title(f'activation {t}'); ax.set_xlabel('batch')
@@ -233,7 +233,7 @@ class ActivationStats(Callback):
     def plot_hist(self, axs=None):
         "Per layer, its activations' histogram at each training batch as an image (log counts): batch across, value up."
         n = len(self.hooks)
-        axs = axs if axs is not None else plt.subplots(1, n, figsize=(3 * n, 2.8), squeeze=False)[1][0]
+        if axs is None: axs = plt.subplots(1, n, layout='constrained', figsize=(3 * n, 2.8), squeeze=False)[1][0]
         for i, (ax, h) in enumerate(zip(axs, self.hooks)):
             _, lo, hi = h.hist_range
             ax.imshow(get_hist(h).log1p().numpy(), origin='lower', aspect='auto', extent=(0, len(h.stats[2]), lo, hi))
@@ -243,7 +243,7 @@ class ActivationStats(Callback):
 
     def plot_near_zero(self, ax=None):
         "Per layer, the fraction of activations near zero (|x| < one histogram bin) at each training batch."
-        ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+        ax = ax or plt.subplots(layout='constrained', figsize=(5, 3.5))[1]
         for i, h in enumerate(self.hooks): ax.plot(get_near_zero(h).numpy(), label=f'layer {i}')
         ax.set_ylim(0, 1.02); ax.set_xlabel('batch'); ax.set_title('fraction of activations near zero'); ax.legend()
         return ax

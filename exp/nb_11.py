@@ -143,14 +143,14 @@ class ChannelsLastCallback(Callback):
     def begin_batch(self): self.run.xb = self.xb.contiguous(memory_format=torch.channels_last)
 
 def xres_learner(data, arch=xresnet18, lr=1e-2, wd=1e-2, ls=0.1, pct_start=0.25, channels_last=True, cbs=None,
-                 **kwargs):
+                 metrics=(accuracy,), report=True, **kwargs):
     "A Learner for `arch(c_out=data.c, **kwargs)`: adam_opt, weight decay `wd`, one-cycle to `lr`, smoothing `ls`."
     model = arch(c_out=data.c, **kwargs)
     opt = partial(adam_opt, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=wd, foreach=True)
     loss = partial(F.cross_entropy, label_smoothing=ls)
     extra = [DeviceCallback()] + ([ChannelsLastCallback()] if channels_last else [])
-    return Learner(model, opt, loss, data, lr=lr,
-                   cbs=extra + one_cycle_cbs(lr, pct_start=pct_start) + list(cbs or []))
+    return Learner(model, opt, loss, data, lr=lr,   # reports: a table per epoch, bars if watched (report=False: none)
+                   cbs=extra + one_cycle_cbs(lr, pct_start=pct_start) + reporting(cbs, metrics, report))
 
 
 # %% nbs/11_xresnet.ipynb, code cell 21
@@ -169,7 +169,7 @@ def confusion_matrix(pred, targ, c):
 # %% nbs/11_xresnet.ipynb, code cell 23
 def plot_confusion(cm, classes, ax=None):
     "The confusion matrix `cm` as an image with the counts written in, rows actual, columns predicted."
-    ax = ax or plt.subplots(figsize=(7, 7))[1]
+    ax = ax or plt.subplots(layout='constrained', figsize=(7, 7))[1]
     ax.imshow(cm, cmap='Blues')
     for i in range(len(cm)):
         for j in range(len(cm)):
@@ -180,10 +180,11 @@ def plot_confusion(cm, classes, ax=None):
     return ax
 
 def most_confused(cm, classes, n=5):
-    "The `n` largest off-diagonal entries of `cm` as (actual, predicted, count), largest first."
+    "The `n` largest non-zero off-diagonal entries of `cm` as (actual, predicted, count), largest (then first) first."
     off = cm.clone(); off.fill_diagonal_(0)
-    counts, idx = off.flatten().topk(n)
-    return [(classes[i // len(cm)], classes[i % len(cm)], int(k)) for k, i in zip(counts.tolist(), idx.tolist())]
+    counts, idx = off.flatten().sort(descending=True, stable=True)
+    pairs = zip(counts[:n].tolist(), idx[:n].tolist())
+    return [(classes[i // len(cm)], classes[i % len(cm)], int(k)) for k, i in pairs if k > 0]
 
 
 # %% what `from exp.nb_11 import *` hands over: the names defined above (see notebook2script.py)

@@ -284,6 +284,36 @@ def test_find_lr_restores_learner_and_suggests(capsys):
     plt.close('all')
 
 
+def _sweep(smooth, diverged=False):
+    "An LR_Find holding a made-up sweep with these smoothed losses."
+    finder = LR_Find()
+    finder.lrs = [1e-4 * 1.2 ** i for i in range(len(smooth))]
+    finder.losses, finder.smooth_losses, finder.diverged = list(smooth), list(smooth), diverged
+    return finder
+
+
+V = [2.0 - 0.04 * i for i in range(40)] + [0.44 + 0.2 * i for i in range(20)]   # falls, then rises: 60 batches
+
+
+@pytest.mark.parametrize('smooth, diverged, expected', [
+    (V, True, []),
+    (V[::3], True, ['the sweep ran 20 batches; a suggestion needs about 50']),
+    ([2.0 + 0.001 * ((i + 1) % 3) for i in range(60)], True, ['never fell 10%']),
+    ([1.0 + 0.1 * i for i in range(60)], True, ['never fell 10%', 'at the first batch: start lower (min_lr)']),
+    (V[:40], False, ['ran 40 batches', 'still fell at max_lr: end higher (max_lr)']),
+], ids=['good', 'short', 'flat', 'rising', 'still-falling'])
+def test_doubts_name_what_makes_a_suggestion_mislead(smooth, diverged, expected):
+    doubts = _sweep(smooth, diverged).doubts()
+    assert len(doubts) == len(expected) and all(e in d for e, d in zip(expected, doubts)), doubts
+
+
+def test_find_lr_prints_its_doubts_on_stderr(capsys):
+    finder = find_lr(make_learner(), max_iter=6, min_lr=1e-4, max_lr=1e-3)
+    err = capsys.readouterr().err
+    assert finder.doubts() and err.count('find_lr: the suggestion may mislead: ') == len(finder.doubts())
+    assert 'the sweep ran 6 batches' in err
+
+
 def test_find_lr_keeps_callbacks_of_the_keep_classes():
     class Count(Callback):
         def __init__(self): self.n = 0
@@ -348,3 +378,14 @@ def test_lr_find_suggestion_skips_non_finite_losses():
     with pytest.raises(RuntimeError, match='no finite loss'): finder.suggestion
     finder.lrs, finder.smooth_losses = [1e-3, 1e-2, 1e-1], [2., 1., float('nan')]
     assert finder.suggestion == pytest.approx(1e-3)
+
+
+def test_a_saved_plot_keeps_its_axis_labels(tmp_path):
+    ax = _sweep(V, True).plot()
+    fig = ax.figure
+    fig.savefig(tmp_path / 'lr_find.png')                      # the layout runs as the figure is drawn
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    for label in (ax.xaxis.label, ax.yaxis.label):
+        b = label.get_window_extent(renderer)
+        assert b.x0 >= box.x0 and b.y0 >= box.y0 and b.x1 <= box.x1 and b.y1 <= box.y1, (label.get_text(), b)
+    plt.close(fig)

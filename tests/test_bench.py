@@ -50,7 +50,7 @@ def run(name):
 def started(request):
     "The selected cases' runs, started two at a time: {name: a Future of the completed process}."
     names = [i.callspec.params['name'] for i in request.session.items
-             if hasattr(i, 'callspec') and i.callspec.params.get('name') in CASES]
+             if getattr(i, 'originalname', None) == 'test_bench_runs']
     with ThreadPoolExecutor(2) as pool:
         yield {n: pool.submit(run, n) for n in names}
 

@@ -25,6 +25,7 @@ from exp.nb_04 import (
     camel2snake,
     get_learner,
     progress_enabled,
+    reporting,
 )
 
 from conftest import make_data, make_learner
@@ -208,6 +209,24 @@ def test_attached_instance_passed_again_is_refused():
     assert c.n == 1                                            # begin_fit ran once
     d = Count()
     with pytest.raises(ValueError, match='already attached to the learner'): make_learner(cbs=[d, d])
+
+
+def test_reporting_adds_the_reports_a_list_lacks():
+    class Log(Callback): pass
+    cbs = reporting([Log], metrics=[accuracy])
+    assert cbs[0] is Log and [type(c) for c in cbs[1:]] == [AvgStatsCallback, ProgressCallback]
+    assert cbs[1].valid_stats.names == ['loss', 'accuracy']
+    own = AvgStatsCallback()
+    assert reporting([own, ProgressCallback]) == [own, ProgressCallback]   # an instance or a class: brought
+    assert reporting(None, report=False) == [] and reporting(Log, report=False) == [Log]
+
+
+def test_passing_a_train_eval_callback_gets_advice_that_fits_where_it_is_raised():
+    assert 'adds its own TrainEvalCallback' in Learner.__init__.__doc__
+    for where in (lambda: make_learner(cbs=[TrainEvalCallback()]),
+                  lambda: make_learner().fit(1, cbs=TrainEvalCallback()),
+                  lambda: make_learner().add_cbs([TrainEvalCallback()])):
+        with pytest.raises(ValueError, match="every Learner adds its own TrainEvalCallback: don't pass one"): where()
 
 
 @pytest.mark.parametrize('name', ['Loss', 'Pred', 'Epoch', 'NIter'])

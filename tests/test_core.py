@@ -51,3 +51,10 @@ def test_patch_adds_a_documented_method():
         "Two of `x`."
         return 2 * x
     assert A().twice(3) == 6 and A.twice.__doc__ == 'Two of `x`.' and A.twice.__qualname__ == 'A.twice'
+
+
+def test_tidy_false_leaves_the_folder_unlisted(tmp_path):
+    dead = f'.f.txt.{_dead_pid()}.abc123.tmp'
+    (tmp_path / dead).write_bytes(b'partial')
+    atomic_write(tmp_path / 'f.txt', 'whole', tidy=False)   # the caller tidies the folder itself
+    assert sorted(os.listdir(tmp_path)) == sorted([dead, 'f.txt'])

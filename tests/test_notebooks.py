@@ -34,7 +34,7 @@ def started(request, exp_sync) -> dict:
         yield {}
         return
     paths = [i.callspec.params['path'] for i in request.session.items
-             if hasattr(i, 'callspec') and i.callspec.params.get('path') in NOTEBOOKS]
+             if getattr(i, 'originalname', None) == 'test_notebook_runs']
     runner = NotebookRunner(timeout=CELL_LIMIT, workers=2, threads=1)
     try:
         yield {p: runner.submit(p) for p in paths}

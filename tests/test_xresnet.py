@@ -9,13 +9,14 @@ from torch import nn
 from exp.nb_00a import get_fashion
 from exp.nb_02 import normalize
 from exp.nb_03 import ArrayDataset, get_dls
-from exp.nb_04 import DataBunch
+from exp.nb_04 import AvgStatsCallback, DataBunch
 from exp.nb_11 import (
     ResBlock,
     XResNet,
     avg_pool2x2,
     confusion_matrix,
     flops_summary,
+    most_confused,
     valid_preds,
     xres_learner,
     xresnet18,
@@ -121,6 +122,31 @@ def test_confusion_matrix():
     cm = confusion_matrix(pred, targ, 4)
     for a in range(4):
         for p in range(4): assert cm[a, p] == ((targ == a) & (pred == p)).sum()
+
+
+def test_most_confused_gives_off_diagonal_pairs_only():
+    classes = ['a', 'b', 'cross']
+    assert most_confused(torch.tensor([[0, 0, 20], [0, 0, 20], [0, 0, 20]]), classes) == [
+        ('a', 'cross', 20), ('b', 'cross', 20)]                          # not ('cross', 'cross', 0) nor zeros
+    cm = torch.tensor([[9, 1, 4], [3, 8, 0], [0, 2, 7]])
+    assert most_confused(cm, classes, n=2) == [('a', 'cross', 4), ('b', 'a', 3)]
+    assert most_confused(torch.eye(3, dtype=torch.long) * 5, classes) == []  # a perfect model confuses nothing
+
+
+def test_xres_learner_reports_by_default_and_report_false_silences_it(capsys):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 1, 8, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    data = DataBunch(*get_dls(ArrayDataset(x[:24], y[:24]), ArrayDataset(x[24:], y[24:]), 8), c=3)
+    tiny = dict(arch=XResNet, expansion=1, layers=(1,), stem=(4,), widths=(8,))
+    xres_learner(data, **tiny).fit(1)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ['epoch', 'train_loss', 'train_accuracy', 'valid_loss', 'valid_accuracy', 'time']
+    assert table[1].split()[0] == '0' and len(table) == 2
+    quiet = xres_learner(data, report=False, **tiny)
+    quiet.fit(1)
+    assert capsys.readouterr().out == '' and not hasattr(quiet, 'avg_stats') and not hasattr(quiet, 'progress')
+    own = xres_learner(data, cbs=[AvgStatsCallback(show=False)], **tiny)   # its own table: not a second one
+    assert [type(c) for c in own.cbs].count(AvgStatsCallback) == 1 and hasattr(own, 'progress')
 
 
 def test_tiny_fit_on_sample_lowers_loss(empty_data):
