@@ -25,7 +25,7 @@ from exp.nb_04 import (AvgStats, AvgStatsCallback, CANCEL_EVENTS, Callback, Canc
     CancelEpochException, CancelTrainException, DataBunch, EVENTS, Learner, ProgressCallback, STEP_PARTS,
     TrainEvalCallback, camel2snake, eval_mode, get_learner, progress_enabled, reporting)
 from exp.nb_05 import (LR_FIND_MIN_ITER, LR_Find, ParamScheduler, Recorder, combine_scheds, find_lr, one_cycle_cbs,
-    sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle)
+    paired_diff, paired_verdict, sched_cos, sched_exp, sched_lin, sched_no, sched_one_cycle, t_cdf, t_quantile)
 from exp.nb_06 import (ActivationStats, BatchTransformXCallback, DeviceCallback, GeneralRelu, Hook, Hooks, Lambda,
     append_stats, conv2d_fast, conv_layer, conv_out_size, default_device, flatten, get_cnn_layers, get_cnn_learner,
     get_cnn_model, get_hist, get_near_zero, im2col, init_cnn, mnist_resize)
@@ -84,9 +84,10 @@ __all__ = ['ActivationStats', 'ArrayDataset', 'ArrayUnpickler', 'AugmentCallback
     'load_fashion', 'load_fashion_sample', 'load_mnist', 'load_pretrained', 'logsumexp', 'lsuv_init', 'math',
     'matmul_broadcast', 'matmul_einsum', 'matmul_elementwise', 'matmul_loops', 'mnist_resize', 'model_summary',
     'momentum_step', 'most_confused', 'mse', 'near', 'nll', 'nn', 'normalize_chan', 'one_cycle_cbs',
-    'one_cycle_group_cbs', 'open_image', 'optim', 'pad_crop', 'parent_labeler', 'partial', 'patch', 'plot_confusion',
-    'plt', 'progress_enabled', 'rank0_only', 'read_idx', 'replace_head', 'reporting', 'rotate_batch',
-    'save_pretrained', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle', 'setup_distributed',
-    'sgd_opt', 'sgd_step', 'show_batch', 'statistics', 'tensor', 'test', 'test_eq', 'test_fail', 'test_near',
-    'test_near_zero', 'time', 'timeit_us', 'to_byte_tensor', 'to_float_tensor', 'torch', 'tta', 'unfreeze_all',
-    'valid_preds', 'weight_decay', 'xres_conv', 'xres_learner', 'xresnet18', 'xresnet34', 'xresnet50']
+    'one_cycle_group_cbs', 'open_image', 'optim', 'pad_crop', 'paired_diff', 'paired_verdict', 'parent_labeler',
+    'partial', 'patch', 'plot_confusion', 'plt', 'progress_enabled', 'rank0_only', 'read_idx', 'replace_head',
+    'reporting', 'rotate_batch', 'save_pretrained', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no',
+    'sched_one_cycle', 'setup_distributed', 'sgd_opt', 'sgd_step', 'show_batch', 'statistics', 't_cdf', 't_quantile',
+    'tensor', 'test', 'test_eq', 'test_fail', 'test_near', 'test_near_zero', 'time', 'timeit_us', 'to_byte_tensor',
+    'to_float_tensor', 'torch', 'tta', 'unfreeze_all', 'valid_preds', 'weight_decay', 'xres_conv', 'xres_learner',
+    'xresnet18', 'xresnet34', 'xresnet50']

@@ -9,7 +9,7 @@ from exp.nb_00a import *
 from exp.nb_02 import *
 from exp.nb_03 import *
 from exp.nb_04 import *
-import bisect, copy, math, sys, time
+import bisect, copy, math, statistics, sys, time
 import matplotlib.pyplot as plt
 import torch
 
@@ -236,6 +236,42 @@ def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
     return finder
 
 
+# %% nbs/05_anneal.ipynb, code cell 24
+def t_cdf(x, df, n=2000):
+    "Student's t distribution function at `x` with `df` degrees of freedom (Simpson's rule on the density)."
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    f = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)
+    h = x / n
+    s = f(0) + f(x) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, n))
+    return 0.5 + s * h / 3
+
+def t_quantile(p, df):
+    "The `p` quantile of Student's t with `df` degrees of freedom (0.5 < p < 1), by bisection on t_cdf."
+    if not 0.5 < p < 1: raise ValueError(f't_quantile: p must lie between 0.5 and 1, got {p}')
+    lo, hi = 0., 1.
+    while t_cdf(hi, df) < p: lo, hi = hi, 2 * hi
+    for _ in range(50): lo, hi = (lo, (lo + hi) / 2) if t_cdf((lo + hi) / 2, df) >= p else ((lo + hi) / 2, hi)
+    return (lo + hi) / 2
+
+
+# %% nbs/05_anneal.ipynb, code cell 26
+def paired_diff(a, b, conf=0.95):
+    "Mean of the paired differences a - b (one result per seed, same seeds) and its `conf` t interval."
+    d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
+    if len(d) < 2: raise ValueError(f'paired_diff: needs results of at least 2 seeds, got {len(d)}')
+    m, s = statistics.fmean(d), statistics.stdev(d)
+    h = t_quantile((1 + conf) / 2, len(d) - 1) * s / math.sqrt(len(d))
+    return m, m - h, m + h
+
+def paired_verdict(a, b, names=('a', 'b'), conf=0.95, fmt='+.4f'):
+    "One line: mean of a - b with its interval, then which is higher, or 'no clear difference' if it holds 0."
+    m, lo, hi = paired_diff(a, b, conf)
+    says = 'no clear difference' if lo <= 0 <= hi else f'{names[0] if m > 0 else names[1]} higher'
+    return (f'{names[0]} - {names[1]}: {m:{fmt}} ({conf:.0%} interval {lo:{fmt}} to {hi:{fmt}}, '
+            f'{len(a)} seeds): {says}')
+
+
 # %% what `from exp.nb_05 import *` hands over: the names defined above (see notebook2script.py)
 __all__ = ['LR_FIND_MIN_ITER', 'LR_Find', 'ParamScheduler', 'Recorder', 'combine_scheds', 'find_lr', 'one_cycle_cbs',
-    'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle']
+    'paired_diff', 'paired_verdict', 'sched_cos', 'sched_exp', 'sched_lin', 'sched_no', 'sched_one_cycle', 't_cdf',
+    't_quantile']

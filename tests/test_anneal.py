@@ -20,11 +20,15 @@ from exp.nb_05 import (
     combine_scheds,
     find_lr,
     one_cycle_cbs,
+    paired_diff,
+    paired_verdict,
     sched_cos,
     sched_exp,
     sched_lin,
     sched_no,
     sched_one_cycle,
+    t_cdf,
+    t_quantile,
 )
 
 import conftest
@@ -389,3 +393,36 @@ def test_a_saved_plot_keeps_its_axis_labels(tmp_path):
         b = label.get_window_extent(renderer)
         assert b.x0 >= box.x0 and b.y0 >= box.y0 and b.x1 <= box.x1 and b.y1 <= box.y1, (label.get_text(), b)
     plt.close(fig)
+
+
+# --- paired comparisons ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize('df, t975', [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622),
+                                      (29, 2.0452)])
+def test_t_quantile_matches_published_tables(df, t975):
+    assert t_quantile(0.975, df) == pytest.approx(t975, abs=1e-4)
+    assert t_cdf(t975, df) == pytest.approx(0.975, abs=1e-5) and t_cdf(0., df) == 0.5
+
+
+def test_t_quantile_refuses_what_it_cannot_give():
+    for p in (0.5, 1.0, 0.2):
+        with pytest.raises(ValueError, match='between 0.5 and 1'): t_quantile(p, 3)
+
+
+def test_paired_diff_on_hand_made_data():
+    # differences 0.01, -0.13, -0.19 (lesson 09's adam_opt - AdamW per seed): mean -0.1033, s = 0.1026
+    a, b = [91.11, 91.02, 90.96], [91.10, 91.15, 91.15]
+    m, lo, hi = paired_diff(a, b)
+    s = math.sqrt(sum((d + 0.31 / 3) ** 2 for d in (0.01, -0.13, -0.19)) / 2)
+    assert m == pytest.approx(-0.31 / 3) and hi - m == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-5)
+    assert lo < 0 < hi and paired_verdict(a, b, names=('adam_opt', 'AdamW')).endswith('no clear difference')
+    m, lo, hi = paired_diff([2., 3., 4., 5.], [1., 1., 1., 1.], conf=0.9)   # d = 1..4: mean 2.5, s = 1.291
+    assert (lo, hi) == pytest.approx((2.5 - 2.353363 * 1.290994 / 2, 2.5 + 2.353363 * 1.290994 / 2), abs=1e-5)
+    line = paired_verdict([2., 3., 4., 5.], [1., 1., 1., 1.], names=('new', 'old'), conf=0.9)
+    assert line == 'new - old: +2.5000 (90% interval +0.9809 to +4.0191, 4 seeds): new higher'
+    assert paired_verdict([1., 1., 1.], [2., 2.1, 2.2], names=('x', 'y')).endswith('y higher')
+
+
+def test_paired_diff_needs_two_paired_seeds():
+    with pytest.raises(ValueError, match='at least 2 seeds'): paired_diff([1.], [2.])
+    with pytest.raises(ValueError): paired_diff([1., 2., 3.], [1., 2.])         # not paired

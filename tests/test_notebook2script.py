@@ -399,3 +399,22 @@ def test_orphan_message_names_the_notebook_that_wrote_the_module(tmp_path):
     r = run_cli(root / 'notebook2script.py', '--check', cwd=root)
     assert ('orphaned: exp/nb_05.py (no notebook in nbs/ exports to it any more; it was written from'
             ' nbs/05_gone.ipynb)') in r.stdout
+
+
+def test_help_into_a_closed_pipe_is_quiet(tmp_path):
+    "`notebook2script.py --help | head -1`: the reader leaves early, and no BrokenPipeError is shown."
+    for _ in range(3):
+        r = subprocess.run(f'{sys.executable} {SCRIPT} --help | head -1', shell=True, capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+        assert r.stdout.startswith('usage: notebook2script.py') and r.stderr == '', r.stderr
+
+
+@pytest.mark.parametrize('command', ['notebook2script', 'run_notebook'])
+def test_tools_are_installed_as_commands(command, tmp_path):
+    "pip's editable install ([project.scripts]) puts both tools beside this Python, with the same options."
+    exe = Path(sys.executable).parent / command
+    assert exe.exists(), f'{exe} missing: install the repo with `python -m pip install -e .`'
+    r = subprocess.run([str(exe), '--help'], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith(f'usage: {command}')
+    r = subprocess.run([str(exe), '--bogus'], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and 'usage:' in r.stderr and 'Traceback' not in r.stderr
