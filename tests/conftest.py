@@ -7,6 +7,8 @@ fixture needs no import.
 import http.server
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,12 @@ def make_nb(path: Path, cells: list) -> Path:
     # json.dumps, not nbformat.write (which stores every source as a list of lines)
     path.write_text(json.dumps(nb, ensure_ascii=False, indent=1) + '\n', encoding='utf-8')
     return path
+
+
+def help_into_closed_pipe(script: Path, cwd: Path) -> list:
+    "`script --help | head -1`, three times (a BrokenPipeError showed in two runs of three): the completed runs."
+    return [subprocess.run(f'{sys.executable} {script} --help | head -1', shell=True, capture_output=True, text=True,
+                           cwd=cwd, timeout=60) for _ in range(3)]
 
 
 def make_data(n_train=24, n_valid=10, bs=8, seed=0):

@@ -15,7 +15,7 @@ import pytest
 
 import notebook2script as n2s
 
-from conftest import make_nb
+from conftest import help_into_closed_pipe, make_nb
 
 SCRIPT = Path(n2s.__file__).resolve()
 
@@ -403,10 +403,9 @@ def test_orphan_message_names_the_notebook_that_wrote_the_module(tmp_path):
 
 def test_help_into_a_closed_pipe_is_quiet(tmp_path):
     "`notebook2script.py --help | head -1`: the reader leaves early, and no BrokenPipeError is shown."
-    for _ in range(3):
-        r = subprocess.run(f'{sys.executable} {SCRIPT} --help | head -1', shell=True, capture_output=True, text=True,
-                           cwd=tmp_path, timeout=60)
+    for r in help_into_closed_pipe(SCRIPT, tmp_path):
         assert r.stdout.startswith('usage: notebook2script.py') and r.stderr == '', r.stderr
+
 
 
 @pytest.mark.parametrize('command', ['notebook2script', 'run_notebook'])
