@@ -40,6 +40,18 @@ def make_nb(path: Path, cells: list) -> Path:
     return path
 
 
+def dead_pid() -> int:
+    "The process id of a process that has ended."
+    p = subprocess.Popen(['true'])
+    p.wait()
+    return p.pid
+
+
+def selected(request, test: str, param: str) -> list:
+    "The values of `param` of the collected items of the test function named `test`, in collection order."
+    return [i.callspec.params[param] for i in request.session.items if getattr(i, 'originalname', None) == test]
+
+
 def help_into_closed_pipe(script: Path, cwd: Path) -> list:
     "`script --help | head -1`, three times (a BrokenPipeError showed in two runs of three): the completed runs."
     return [subprocess.run(f'{sys.executable} {script} --help | head -1', shell=True, capture_output=True, text=True,

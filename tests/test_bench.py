@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import selected
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / 'bench'
 TORCHRUN = ['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2']
@@ -49,8 +51,7 @@ def run(name):
 @pytest.fixture(scope='module')
 def started(request):
     "The selected cases' runs, started two at a time: {name: a Future of the completed process}."
-    names = [i.callspec.params['name'] for i in request.session.items
-             if getattr(i, 'originalname', None) == 'test_bench_runs']
+    names = selected(request, 'test_bench_runs', 'name')
     with ThreadPoolExecutor(2) as pool:
         yield {n: pool.submit(run, n) for n in names}
 

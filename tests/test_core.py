@@ -1,19 +1,13 @@
 """Lesson 00's library pieces: `atomic_write` (whole files or none, no litter, the old file's mode) and `patch`."""
 import os
 import stat
-import subprocess
 
 import pytest
 
 import exp.nb_00 as nb00
 from exp.nb_00 import atomic_write, patch
 
-
-def _dead_pid():
-    "The process id of a process that has ended."
-    p = subprocess.Popen(['true'])
-    p.wait()
-    return p.pid
+from conftest import dead_pid
 
 
 @pytest.mark.parametrize('data, expected', [(b'\x00bytes', b'\x00bytes'), ('text é', 'text é'.encode()),
@@ -37,7 +31,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
 
 
 def test_leftovers_of_killed_writers_go_and_live_ones_stay(tmp_path):
-    dead, live = f'.f.txt.{_dead_pid()}.abc123.tmp', f'.f.txt.{os.getpid()}.xyz789.tmp'
+    dead, live = f'.f.txt.{dead_pid()}.abc123.tmp', f'.f.txt.{os.getpid()}.xyz789.tmp'
     for name in (dead, live, '.other.txt.1.abc.tmp'): (tmp_path / name).write_bytes(b'partial')
     atomic_write(tmp_path / 'f.txt', 'whole')
     assert sorted(os.listdir(tmp_path)) == sorted([live, '.other.txt.1.abc.tmp', 'f.txt'])
@@ -54,7 +48,7 @@ def test_patch_adds_a_documented_method():
 
 
 def test_tidy_false_leaves_the_folder_unlisted(tmp_path):
-    dead = f'.f.txt.{_dead_pid()}.abc123.tmp'
+    dead = f'.f.txt.{dead_pid()}.abc123.tmp'
     (tmp_path / dead).write_bytes(b'partial')
     atomic_write(tmp_path / 'f.txt', 'whole', tidy=False)   # the caller tidies the folder itself
     assert sorted(os.listdir(tmp_path)) == sorted([dead, 'f.txt'])

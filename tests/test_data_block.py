@@ -4,7 +4,6 @@ CategoryProcessor, transforms, databunchify, decode_once and file_batches, check
 were written from."""
 import json
 import os
-import subprocess
 import threading
 
 import pytest
@@ -31,6 +30,8 @@ from exp.nb_08 import (
     to_float_tensor,
 )
 from exp.nb_08a import compare_epochs, decode_once, file_batches, model_summary, normalize_chan
+
+from conftest import dead_pid
 
 CLASSES = ['T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 
@@ -101,16 +102,9 @@ def test_two_exports_of_one_tree_take_turns(tmp_path, sample, capsys):
     assert 'nothing to do' in capsys.readouterr().out
 
 
-def _dead_pid():
-    "The process id of a process that has ended."
-    p = subprocess.Popen(['true'])
-    p.wait()
-    return p.pid
-
-
 def test_export_resumes_after_an_interrupted_write(tmp_path, sample, monkeypatch, capsys):
     x, y, _, _ = sample
-    real, calls, dead = nb00a._save_png, [], _dead_pid()
+    real, calls, dead = nb00a._save_png, [], dead_pid()
     def dying_save(img, fn):
         if len(calls) == 20:   # the 21st file: a killed writer leaves its half-written temp file behind
             fn.with_name(f'.{fn.name}.{dead}.abc123.tmp').write_bytes(b'\x89PNG\r\n')
@@ -136,7 +130,7 @@ def test_export_resumes_after_an_interrupted_write(tmp_path, sample, monkeypatch
 
 
 def test_stale_recognises_only_dead_writers():
-    dead = _dead_pid()
+    dead = dead_pid()
     assert nb00._stale(f'.01.png.{dead}.abc123.tmp') and not nb00._stale('.01.png.tmp')
     assert not nb00._stale(f'.01.png.{os.getpid()}.abc123.tmp')
     assert not nb00._stale('01.png') and not nb00._stale('.export.json')

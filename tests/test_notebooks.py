@@ -1,8 +1,8 @@
 """Every numbered lesson notebook in nbs/ runs top to bottom, in a fresh kernel, as its own test.
 
 The lessons selected start two at a time, each kernel on one thread, when the first of them asks (on 2 cores
-that beats one lesson at a time on two threads: see "Running the tests" in README.md); each test waits for its
-own lesson and reports it. The usual pytest tools work: `python -m pytest -k "notebook_runs and matmul"` runs one
+that beat one lesson at a time on two threads: see the test paragraph of README.md's Setup); each test waits for
+its own lesson and reports it. The usual pytest tools work: `python -m pytest -k "notebook_runs and matmul"` runs one
 lesson, and a failure shows run_notebook's report (cell, marked source, output, traceback). Running lessons
 against a stale exp/ proves nothing, so when exp/ is out of sync no lesson starts and the sync failure is
 reported once (by test_exports.py, or by the first lesson when that test is not part of the run).
@@ -14,9 +14,11 @@ import pytest
 from notebook2script import ROOT, find_notebooks
 from run_notebook import NotebookRunner, sync_report
 
+from conftest import selected
+
 NOTEBOOKS = find_notebooks(ROOT / 'nbs')
 # Each lesson's budget (6 minutes on a quiet 2-core machine) is measured in the README's lesson table, not
-# here: a busy CI machine took 12 minutes over lesson 11's 5-epoch cell, and a slow machine is not a bug.
+# here: a loaded machine took over 10 minutes for lesson 11's 5-epoch cell, and a slow machine is not a bug.
 CELL_LIMIT = 1800
 
 
@@ -33,8 +35,7 @@ def started(request, exp_sync) -> dict:
     if exp_sync.problems:
         yield {}
         return
-    paths = [i.callspec.params['path'] for i in request.session.items
-             if getattr(i, 'originalname', None) == 'test_notebook_runs']
+    paths = selected(request, 'test_notebook_runs', 'path')
     runner = NotebookRunner(timeout=CELL_LIMIT, workers=2, threads=1)
     try:
         yield {p: runner.submit(p) for p in paths}
