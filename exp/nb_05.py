@@ -236,7 +236,7 @@ def find_lr(learn, max_iter=100, min_lr=1e-6, max_lr=10., keep=(), **kwargs):
     return finder
 
 
-# %% nbs/05_anneal.ipynb, code cell 24
+# %% nbs/05_anneal.ipynb, code cell 25
 def t_cdf(x, df, n=2000):
     "Student's t distribution function at `x` with `df` degrees of freedom (Simpson's rule on the density)."
     c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
@@ -254,7 +254,7 @@ def t_quantile(p, df):
     return (lo + hi) / 2
 
 
-# %% nbs/05_anneal.ipynb, code cell 26
+# %% nbs/05_anneal.ipynb, code cell 27
 def paired_diff(a, b, conf=0.95):
     "Mean of the paired differences a - b (one result per seed, same seeds) and its `conf` t interval."
     d = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
